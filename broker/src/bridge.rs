@@ -1,0 +1,174 @@
+//! The bridge: every publish the broker accepts on `meters/+/readings` is appended to the bus.
+//!
+//! rumqttd sends PUBACK for a QoS 1 publish once its router holds the message; the bridge then
+//! receives it through a local link and appends it to `readings.raw`. Between the two, the
+//! message exists only in rumqttd's memory. The bridge keeps that window short by reading
+//! continuously and appending in batches of whatever has arrived (up to `max_batch`), never
+//! waiting to fill a batch. On shutdown it keeps draining until the broker has been quiet for
+//! `drain_quiet` (or `drain_max` has passed), so every publish acknowledged before the shutdown
+//! signal reaches the bus.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::FutureExt;
+use meterstack_core::bus::{Bus, Record, headers};
+use meterstack_core::metrics::{BRIDGE_ERRORS, MESSAGES_RECEIVED};
+use rumqttd::Notification;
+use rumqttd::local::{LinkRx, LinkTx};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::BridgeConfig;
+
+/// Moves accepted publishes from the broker onto the bus.
+pub struct Bridge {
+    config: BridgeConfig,
+    // Held so the broker keeps the link (and its subscription) open.
+    _link_tx: LinkTx,
+    link_rx: LinkRx,
+    bus: Arc<dyn Bus>,
+    topic: String,
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge")
+            .field("config", &self.config)
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether the link asked to be woken after this batch.
+struct Batch {
+    records: Vec<Record>,
+    wake: bool,
+}
+
+impl Bridge {
+    pub(crate) fn new(
+        config: BridgeConfig,
+        link_tx: LinkTx,
+        link_rx: LinkRx,
+        bus: Arc<dyn Bus>,
+        topic: &str,
+    ) -> Self {
+        Self {
+            config,
+            _link_tx: link_tx,
+            link_rx,
+            bus,
+            topic: topic.to_owned(),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains the broker and returns.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                n = self.link_rx.next() => n,
+            };
+            match first {
+                Ok(n) => {
+                    let batch = self.collect(n);
+                    self.deliver(batch).await;
+                }
+                Err(e) => {
+                    // The router is gone: nothing more can arrive.
+                    warn!(error = %e, "broker link closed");
+                    return;
+                }
+            }
+        }
+        self.drain().await;
+    }
+
+    async fn drain(&mut self) {
+        let started = tokio::time::Instant::now();
+        let mut drained = 0usize;
+        while started.elapsed() < self.config.drain_max {
+            match tokio::time::timeout(self.config.drain_quiet, self.link_rx.next()).await {
+                Ok(Ok(n)) => {
+                    let batch = self.collect(n);
+                    drained += batch.records.len();
+                    self.deliver(batch).await;
+                }
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        info!(
+            drained,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "bridge drained the broker"
+        );
+    }
+
+    /// Takes `first` and whatever else the link already holds, up to `max_batch`.
+    fn collect(&mut self, first: Option<Notification>) -> Batch {
+        let mut batch = Batch {
+            records: Vec::new(),
+            wake: false,
+        };
+        let mut next = first;
+        loop {
+            match next {
+                Some(Notification::Forward(forward)) => {
+                    let topic = String::from_utf8_lossy(&forward.publish.topic).into_owned();
+                    batch
+                        .records
+                        .push(raw_record(topic, forward.publish.payload));
+                }
+                Some(Notification::Unschedule) => batch.wake = true,
+                Some(other) => debug!(notification = ?other, "ignored broker notification"),
+                None => {}
+            }
+            if batch.records.len() >= self.config.max_batch {
+                break;
+            }
+            match self.link_rx.next().now_or_never() {
+                Some(Ok(Some(n))) => next = Some(n),
+                _ => break,
+            }
+        }
+        batch
+    }
+
+    async fn deliver(&mut self, batch: Batch) {
+        if !batch.records.is_empty() {
+            let n = batch.records.len() as u64;
+            let mut backoff = Duration::from_millis(50);
+            // The broker has acknowledged these messages: retry until the bus takes them.
+            while let Err(e) = self.bus.append(&self.topic, batch.records.clone()).await {
+                metrics::counter!(BRIDGE_ERRORS).increment(1);
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "bus append failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            metrics::counter!(MESSAGES_RECEIVED).increment(n);
+        }
+        if batch.wake
+            && let Err(e) = self.link_rx.wake().await
+        {
+            warn!(error = %e, "cannot reschedule the broker link");
+        }
+    }
+}
+
+/// The `readings.raw` record for a publish on `topic`: keyed by the topic's meter id segment,
+/// stamped with the receive time.
+fn raw_record(topic: String, payload: bytes::Bytes) -> Record {
+    let key = topic.split('/').nth(1).unwrap_or_default().to_owned();
+    Record {
+        key,
+        value: payload,
+        timestamp: Utc::now(),
+        headers: vec![
+            (headers::SOURCE_TOPIC.to_owned(), topic),
+            (headers::FORMAT.to_owned(), "json".to_owned()),
+        ],
+    }
+}

@@ -1,0 +1,74 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Section `[mqtt]` of `meterstack.toml`: the embedded broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Address meters connect to (MQTT 3.1.1 over TCP); port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Splice buffer per direction per meter connection, in bytes (see the gate in
+    /// docs/ARCHITECTURE.md).
+    pub gate_buffer_bytes: usize,
+    /// Most concurrent client connections.
+    pub max_connections: usize,
+    /// Largest MQTT packet the broker accepts; a bigger one closes the client's connection.
+    /// Kept above `ingest.max_payload_bytes` so that an oversized reading payload reaches the
+    /// decoder, which rejects it with a reason and keeps it for inspection.
+    pub max_packet_bytes: usize,
+    /// Most unacknowledged outgoing QoS 1/2 messages per connection.
+    pub max_inflight: usize,
+    /// How long a new connection may take to send CONNECT (at most 65 s).
+    #[serde(with = "meterstack_core::duration")]
+    pub connection_timeout: Duration,
+    /// Size of one in-memory log segment per topic in rumqttd's router (at least 1 KiB).
+    pub segment_bytes: usize,
+    /// Segments rumqttd keeps per topic. `segment_bytes × segments` bounds both the broker's
+    /// memory per meter topic and how far the bridge may fall behind one meter before rumqttd
+    /// overwrites messages it has acknowledged.
+    pub segments: usize,
+    /// The bridge from broker to bus.
+    pub bridge: BridgeConfig,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            gate_buffer_bytes: 4096,
+            max_connections: 100_000,
+            max_packet_bytes: 2 * 1024 * 1024,
+            max_inflight: 100,
+            connection_timeout: Duration::from_secs(10),
+            segment_bytes: 32 * 1024,
+            segments: 3,
+            bridge: BridgeConfig::default(),
+        }
+    }
+}
+
+/// Section `[mqtt.bridge]`: how accepted publishes move onto the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgeConfig {
+    /// Most messages appended to the bus in one batch.
+    pub max_batch: usize,
+    /// On shutdown, the bridge keeps draining the broker until it has been quiet this long…
+    #[serde(with = "meterstack_core::duration")]
+    pub drain_quiet: Duration,
+    /// …or until this much time has passed.
+    #[serde(with = "meterstack_core::duration")]
+    pub drain_max: Duration,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 1000,
+            drain_quiet: Duration::from_millis(200),
+            drain_max: Duration::from_secs(3),
+        }
+    }
+}

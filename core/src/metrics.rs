@@ -1,0 +1,32 @@
+//! Names of the Prometheus metrics meterstack exports at `/metrics`.
+//!
+//! Every stage counts what goes in, what comes out, what it rejects and its errors. Labels stay
+//! low-cardinality: a `reason`, a `zone` or a `topic`, never a meter id.
+
+/// MQTT publishes the broker accepted and the bridge appended to the bus (one per message, which
+/// may carry several readings).
+pub const MESSAGES_RECEIVED: &str = "meterstack_messages_received_total";
+/// Bridge failures to append an accepted message to the bus.
+pub const BRIDGE_ERRORS: &str = "meterstack_bridge_errors_total";
+/// Readings decoded successfully from the wire format.
+pub const READINGS_ACCEPTED: &str = "meterstack_readings_accepted_total";
+/// Readings (or whole messages) rejected by the decoder, labelled `reason`.
+pub const READINGS_REJECTED: &str = "meterstack_readings_rejected_total";
+/// Readings written to the lake, labelled `zone` (`raw`).
+pub const READINGS_WRITTEN: &str = "meterstack_readings_written_total";
+/// Rejected records written to the rejected area of the raw zone.
+pub const REJECTS_WRITTEN: &str = "meterstack_rejects_written_total";
+/// Parquet files written to the lake, labelled `zone` and `table`.
+pub const LAKE_FILES_WRITTEN: &str = "meterstack_lake_files_written_total";
+/// Lake write failures (each is retried), labelled `zone`.
+pub const LAKE_WRITE_ERRORS: &str = "meterstack_lake_write_errors_total";
+/// Records appended to the bus, labelled `topic`.
+pub const BUS_RECORDS_APPENDED: &str = "meterstack_bus_records_appended_total";
+/// Records consumed from the bus, labelled `topic` and `group`.
+pub const BUS_RECORDS_CONSUMED: &str = "meterstack_bus_records_consumed_total";
+/// Records appended but not yet committed by a consumer group, labelled `topic` and `group`.
+pub const BUS_CONSUMER_LAG: &str = "meterstack_bus_consumer_lag";
+/// SQL queries answered, labelled `outcome` (`ok`, `invalid`, `error`).
+pub const QUERIES: &str = "meterstack_queries_total";
+/// HTTP requests, labelled `status` class (`2xx`, `4xx`, `5xx`).
+pub const HTTP_REQUESTS: &str = "meterstack_http_requests_total";

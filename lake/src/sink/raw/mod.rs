@@ -1,0 +1,284 @@
+//! The raw-zone sink: `readings.raw` → decode → Parquet in `raw/readings/` and `raw/rejected/`.
+//!
+//! Every message is decoded with [`meterstack_core::wire::Decoder`]. Good readings are
+//! buffered per reading date, rejects (whole messages or single readings of an array) per
+//! receive date, and written as one Parquet file per partition every `flush_interval` or
+//! `max_buffer_rows`. The sink commits its bus position only after every file of a flush is
+//! stored, so nothing it consumed is lost if it stops: a failed write is retried with the same
+//! object path (idempotent), and a graceful shutdown drains the topic and flushes before
+//! returning.
+
+mod config;
+
+pub use config::RawSinkConfig;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    ArrayRef, BinaryArray, StringArray, TimestampMicrosecondArray, UInt32Array, UInt64Array,
+};
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use chrono::NaiveDate;
+use meterstack_core::bus::{Bus, Delivery, Subscription, headers};
+use meterstack_core::metrics::{
+    LAKE_FILES_WRITTEN, LAKE_WRITE_ERRORS, READINGS_ACCEPTED, READINGS_REJECTED, READINGS_WRITTEN,
+    REJECTS_WRITTEN,
+};
+use meterstack_core::reading::{self, Reading};
+use meterstack_core::wire::{DecodeConfig, Decoder};
+use object_store::ObjectStore;
+use object_store::path::Path;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::Result;
+use crate::paths::Table;
+use crate::sink::{encode_parquet, put};
+
+/// Consumer group of the raw sink on `readings.raw`.
+pub const GROUP: &str = "lake-raw-sink";
+
+impl RawSinkConfig {
+    /// Joins the sink's consumer group on `topic` and returns the sink, ready to run.
+    pub async fn build(
+        &self,
+        decode: &DecodeConfig,
+        bus: &dyn Bus,
+        topic: &str,
+        store: Arc<dyn ObjectStore>,
+    ) -> Result<RawSink> {
+        Ok(RawSink {
+            config: self.clone(),
+            decoder: Decoder::new(decode.clone()),
+            subscription: bus.subscribe(topic, GROUP).await?,
+            store,
+            buffer: Buffer::default(),
+        })
+    }
+}
+
+/// The running sink; see the module docs.
+#[derive(Debug)]
+pub struct RawSink {
+    config: RawSinkConfig,
+    decoder: Decoder,
+    subscription: Box<dyn Subscription>,
+    store: Arc<dyn ObjectStore>,
+    buffer: Buffer,
+}
+
+#[derive(Debug, Default)]
+struct Buffer {
+    readings: BTreeMap<NaiveDate, ReadingRows>,
+    rejects: BTreeMap<NaiveDate, Vec<RejectRow>>,
+    rows: usize,
+}
+
+#[derive(Debug, Default)]
+struct ReadingRows {
+    readings: Vec<Reading>,
+    received_at: Vec<i64>,
+}
+
+#[derive(Debug)]
+struct RejectRow {
+    received_at: i64,
+    source_topic: String,
+    meter_id: Option<String>,
+    reason: &'static str,
+    detail: String,
+    index: Option<u32>,
+    payload: Bytes,
+    payload_bytes: u64,
+}
+
+/// One Parquet file of a flush, encoded and named before the first write attempt so that a
+/// retry writes the same object.
+struct PendingFile {
+    table: Table,
+    path: Path,
+    bytes: Bytes,
+    rows: usize,
+}
+
+impl RawSink {
+    /// Consumes until `shutdown` is cancelled, then drains what the bus still holds, flushes
+    /// and returns.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
+        let mut last_flush = Instant::now();
+        loop {
+            let draining = shutdown.is_cancelled();
+            let wait = if draining {
+                Duration::from_millis(50)
+            } else {
+                self.config
+                    .flush_interval
+                    .saturating_sub(last_flush.elapsed())
+                    .clamp(Duration::from_millis(1), Duration::from_millis(250))
+            };
+            let deliveries = self.subscription.poll(self.config.poll_max, wait).await?;
+            let caught_up = deliveries.is_empty();
+            for delivery in deliveries {
+                self.ingest(delivery);
+            }
+            if self.buffer.rows >= self.config.max_buffer_rows
+                || last_flush.elapsed() >= self.config.flush_interval
+                || (draining && caught_up)
+            {
+                self.flush().await?;
+                last_flush = Instant::now();
+            }
+            if draining && caught_up {
+                info!("raw sink drained and flushed");
+                return Ok(());
+            }
+        }
+    }
+
+    fn ingest(&mut self, delivery: Delivery) {
+        let record = delivery.record;
+        let topic = record.header(headers::SOURCE_TOPIC).unwrap_or_default();
+        let received_at = record.timestamp;
+        let decoded = self.decoder.decode(topic, &record.value, received_at);
+        metrics::counter!(READINGS_ACCEPTED).increment(decoded.readings.len() as u64);
+        for reading in decoded.readings {
+            let rows = self
+                .buffer
+                .readings
+                .entry(reading.ts.date_naive())
+                .or_default();
+            rows.readings.push(reading);
+            rows.received_at.push(received_at.timestamp_micros());
+            self.buffer.rows += 1;
+        }
+        for rejection in decoded.rejections {
+            let code = rejection.reason.code();
+            metrics::counter!(READINGS_REJECTED, "reason" => code).increment(1);
+            debug!(topic, reason = code, detail = %rejection.detail, "reading rejected");
+            let keep = record
+                .value
+                .len()
+                .min(self.config.rejected_payload_max_bytes);
+            self.buffer
+                .rejects
+                .entry(received_at.date_naive())
+                .or_default()
+                .push(RejectRow {
+                    received_at: received_at.timestamp_micros(),
+                    source_topic: topic.to_owned(),
+                    meter_id: decoded.meter_id.as_ref().map(|id| id.as_str().to_owned()),
+                    reason: code,
+                    detail: rejection.detail,
+                    index: rejection
+                        .index
+                        .map(|i| u32::try_from(i).unwrap_or(u32::MAX)),
+                    payload: record.value.slice(..keep),
+                    payload_bytes: record.value.len() as u64,
+                });
+            self.buffer.rows += 1;
+        }
+    }
+
+    /// Writes every buffered row, then commits the bus position.
+    async fn flush(&mut self) -> Result<()> {
+        let files = self.encode()?;
+        for file in &files {
+            let mut backoff = Duration::from_millis(100);
+            while let Err(e) = put(&self.store, &file.path, file.bytes.clone()).await {
+                metrics::counter!(LAKE_WRITE_ERRORS, "zone" => file.table.zone()).increment(1);
+                warn!(path = %file.path, error = %e, retry_in_ms = backoff.as_millis() as u64, "lake write failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            metrics::counter!(LAKE_FILES_WRITTEN, "zone" => file.table.zone(), "table" => file.table.name())
+                .increment(1);
+            let counter = match file.table {
+                Table::RawReadings => {
+                    metrics::counter!(READINGS_WRITTEN, "zone" => file.table.zone())
+                }
+                Table::RejectedReadings => metrics::counter!(REJECTS_WRITTEN),
+            };
+            counter.increment(file.rows as u64);
+            debug!(path = %file.path, rows = file.rows, "lake file written");
+        }
+        self.subscription.commit().await?;
+        Ok(())
+    }
+
+    /// Turns the buffer into named Parquet files and empties it.
+    fn encode(&mut self) -> Result<Vec<PendingFile>> {
+        let buffer = std::mem::take(&mut self.buffer);
+        let mut files = Vec::new();
+        for (date, rows) in buffer.readings {
+            let mut columns = reading::to_columns(&rows.readings);
+            columns.push(Arc::new(
+                TimestampMicrosecondArray::from(rows.received_at).with_timezone("UTC"),
+            ));
+            let batch = RecordBatch::try_new(Table::RawReadings.schema(), columns)?;
+            files.push(PendingFile {
+                table: Table::RawReadings,
+                path: Table::RawReadings.new_file(date),
+                bytes: encode_parquet(&batch)?,
+                rows: rows.readings.len(),
+            });
+        }
+        for (date, rows) in buffer.rejects {
+            let batch = rejects_batch(&rows)?;
+            files.push(PendingFile {
+                table: Table::RejectedReadings,
+                path: Table::RejectedReadings.new_file(date),
+                bytes: encode_parquet(&batch)?,
+                rows: rows.len(),
+            });
+        }
+        Ok(files)
+    }
+}
+
+fn rejects_batch(rows: &[RejectRow]) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.received_at))
+                .collect::<TimestampMicrosecondArray>()
+                .with_timezone("UTC"),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.source_topic.as_str()))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.meter_id.as_deref())
+                .collect::<StringArray>(),
+        ),
+        Arc::new(rows.iter().map(|r| Some(r.reason)).collect::<StringArray>()),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.detail.as_str()))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(rows.iter().map(|r| r.index).collect::<UInt32Array>()),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.payload.as_ref()))
+                .collect::<BinaryArray>(),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.payload_bytes))
+                .collect::<UInt64Array>(),
+        ),
+    ];
+    Ok(RecordBatch::try_new(
+        Table::RejectedReadings.schema(),
+        columns,
+    )?)
+}
+
+#[cfg(test)]
+mod tests;

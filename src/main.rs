@@ -1,0 +1,76 @@
+//! The `meterstack` binary: every role of the platform behind one command line.
+
+mod config;
+mod simulate;
+mod telemetry;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+
+/// Self-hosted streaming platform for utility smart meters.
+#[derive(Debug, Parser)]
+#[command(name = "meterstack", version, about)]
+struct Cli {
+    #[command(flatten)]
+    overrides: Overrides,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every role in one process: MQTT broker, bus, raw-zone sink, HTTP API.
+    Up,
+    /// Print the effective configuration (defaults, file, environment, flags) as TOML.
+    Config,
+    /// Publish readings from a simulated fleet of meters over MQTT.
+    Simulate(simulate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("meterstack: error: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Config => {
+            let config = Config::load(&cli.overrides)?;
+            #[allow(clippy::print_stdout)]
+            {
+                print!("{}", config.to_toml()?);
+            }
+            Ok(())
+        }
+        Command::Up => {
+            let config = Config::load(&cli.overrides)?;
+            telemetry::init_logging(&config.log.filter);
+            runtime()?.block_on(up::up(config))
+        }
+        Command::Simulate(args) => {
+            let config = Config::load(&cli.overrides)?;
+            telemetry::init_logging(&config.log.filter);
+            runtime()?.block_on(simulate::simulate(args, &config))
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("meterstack")
+        .build()?)
+}

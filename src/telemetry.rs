@@ -1,0 +1,74 @@
+//! Logging and the Prometheus metrics registry.
+
+use anyhow::Context;
+use meterstack_core::metrics as m;
+use meterstack_core::wire::RejectReason;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+/// Logs to stderr, filtered by `RUST_LOG` if set, else by `filter`.
+pub(crate) fn init_logging(filter: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // A second initialisation (tests) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Installs the process-wide metrics recorder, describes every metric and registers the
+/// labelled counters at zero, so `/metrics` shows them before the first event.
+pub(crate) fn init_metrics() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    metrics::describe_counter!(
+        m::MESSAGES_RECEIVED,
+        "MQTT publishes accepted by the broker and appended to the bus"
+    );
+    metrics::describe_counter!(
+        m::BRIDGE_ERRORS,
+        "Failed attempts to append accepted publishes to the bus (retried)"
+    );
+    metrics::describe_counter!(m::READINGS_ACCEPTED, "Readings decoded successfully");
+    metrics::describe_counter!(
+        m::READINGS_REJECTED,
+        "Messages or readings rejected by the decoder, by reason"
+    );
+    metrics::describe_counter!(m::READINGS_WRITTEN, "Readings written to the lake, by zone");
+    metrics::describe_counter!(
+        m::REJECTS_WRITTEN,
+        "Rejected records written to the rejected area of the raw zone"
+    );
+    metrics::describe_counter!(m::LAKE_FILES_WRITTEN, "Parquet files written to the lake");
+    metrics::describe_counter!(m::LAKE_WRITE_ERRORS, "Failed lake writes (retried)");
+    metrics::describe_counter!(
+        m::BUS_RECORDS_APPENDED,
+        "Records appended to the bus, by topic"
+    );
+    metrics::describe_counter!(
+        m::BUS_RECORDS_CONSUMED,
+        "Records consumed from the bus, by topic and group"
+    );
+    metrics::describe_gauge!(
+        m::BUS_CONSUMER_LAG,
+        "Records appended but not committed, by topic and group"
+    );
+    metrics::describe_counter!(m::QUERIES, "SQL queries answered, by outcome");
+    metrics::describe_counter!(m::HTTP_REQUESTS, "HTTP requests, by status class");
+    for name in [
+        m::MESSAGES_RECEIVED,
+        m::BRIDGE_ERRORS,
+        m::READINGS_ACCEPTED,
+        m::REJECTS_WRITTEN,
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    metrics::counter!(m::READINGS_WRITTEN, "zone" => "raw").absolute(0);
+    for reason in RejectReason::ALL {
+        metrics::counter!(m::READINGS_REJECTED, "reason" => reason.code()).absolute(0);
+    }
+    Ok(handle)
+}

@@ -1,0 +1,55 @@
+//! Static checks of `docker-compose.yml` and `deploy/Dockerfile` (no Docker engine runs here):
+//! every `METERSTACK__` variable is a real configuration key, every command parses, and the
+//! published ports are the ones meterstack listens on.
+
+use crate::harness::bin;
+
+const COMPOSE: &str = include_str!("../../docker-compose.yml");
+const DOCKERFILE: &str = include_str!("../../deploy/Dockerfile");
+
+#[test]
+fn compose_environment_is_valid_configuration() {
+    let vars: Vec<(&str, &str)> = COMPOSE
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- METERSTACK__"))
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    assert!(!vars.is_empty());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = bin();
+    cmd.arg("config").current_dir(dir.path());
+    for (k, v) in &vars {
+        cmd.env(format!("METERSTACK__{k}"), v);
+    }
+    let out = cmd.output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: toml::Value = toml::from_str(&String::from_utf8_lossy(&out.stdout)).expect("toml");
+    assert_eq!(config["mqtt"]["listen"].as_str(), Some("0.0.0.0:1883"));
+    assert_eq!(config["http"]["listen"].as_str(), Some("0.0.0.0:8080"));
+    for port in ["\"1883:1883\"", "\"8080:8080\""] {
+        assert!(COMPOSE.contains(port), "compose publishes {port}");
+    }
+    assert!(DOCKERFILE.contains("EXPOSE 1883 8080"));
+}
+
+#[test]
+fn compose_commands_parse() {
+    let commands: Vec<Vec<String>> = COMPOSE
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("command: "))
+        .map(|c| serde_json::from_str(c).expect("commands are JSON arrays"))
+        .collect();
+    assert_eq!(commands.len(), 2);
+    for args in commands {
+        let out = bin().args(&args).arg("--help").output().expect("runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

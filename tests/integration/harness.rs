@@ -1,0 +1,259 @@
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The binary under test.
+pub(crate) fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_meterstack"))
+}
+
+/// A running `meterstack up`.
+pub(crate) struct Meterstack {
+    child: Child,
+    pub(crate) mqtt_port: u16,
+    pub(crate) http: String,
+    agent: ureq::Agent,
+}
+
+impl Meterstack {
+    /// Starts `meterstack up` with its data in `dir`, on free ports, flushing every 200 ms.
+    pub(crate) fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut cmd = bin();
+        cmd.args(["up", "--mqtt-port", "0", "--http-port", "0", "--data-dir"])
+            .arg(dir.join("data"))
+            .current_dir(dir)
+            .env("METERSTACK__LAKE__RAW_SINK__FLUSH_INTERVAL", "200ms")
+            .env("METERSTACK__MQTT__LISTEN", "127.0.0.1:0")
+            .env("METERSTACK__HTTP__LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", "info,rumqttd=off")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("meterstack starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("meterstack ready") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("meterstack reports ready within 60 s");
+        let field = |name: &str| -> String {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+                .to_owned()
+        };
+        let mqtt = field("mqtt=");
+        let mqtt_port = mqtt
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("mqtt port");
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Self {
+            child,
+            mqtt_port,
+            http: field("http="),
+            agent,
+        }
+    }
+
+    /// `POST /api/v1/query`: (status, JSON body).
+    pub(crate) fn query(&self, sql: &str) -> (u16, Value) {
+        self.post_query(&serde_json::json!({ "sql": sql }).to_string())
+    }
+
+    /// `POST /api/v1/query` with a raw body.
+    pub(crate) fn post_query(&self, body: &str) -> (u16, Value) {
+        let mut resp = self
+            .agent
+            .post(format!("{}/api/v1/query", self.http))
+            .send(body)
+            .expect("query request");
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().expect("query body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")),
+        )
+    }
+
+    /// Rows of a query that must succeed.
+    pub(crate) fn rows(&self, sql: &str) -> Vec<Value> {
+        let (status, body) = self.query(sql);
+        assert_eq!(status, 200, "{sql}: {body}");
+        body.as_array().expect("an array of rows").clone()
+    }
+
+    /// `SELECT count(*)` of a query's FROM/WHERE tail.
+    pub(crate) fn count(&self, tail: &str) -> u64 {
+        let rows = self.rows(&format!("SELECT count(*) AS n FROM {tail}"));
+        rows[0]["n"].as_u64().expect("count")
+    }
+
+    /// Polls `count(tail)` until it reaches `n` (or 30 s pass) and returns the last count.
+    pub(crate) fn wait_for_count(&self, tail: &str, n: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = self.count(tail);
+            if got >= n || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// GET a path: (status, body).
+    pub(crate) fn get(&self, path: &str) -> (u16, String) {
+        let mut resp = self
+            .agent
+            .get(format!("{}{path}", self.http))
+            .call()
+            .expect("GET");
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().expect("body"))
+    }
+
+    /// The value of one sample in `/metrics`, e.g. `meterstack_readings_rejected_total{reason="not_json"}`.
+    pub(crate) fn metric(&self, sample: &str) -> f64 {
+        let (_, text) = self.get("/metrics");
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(sample)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no sample {sample} in /metrics:\n{text}"))
+    }
+
+    /// Process id, for signals.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub(crate) fn terminate(mut self) -> ExitStatus {
+        signal_term(self.pid());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "meterstack did not exit within 60 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Meterstack {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends SIGTERM to `pid`.
+pub(crate) fn signal_term(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -TERM {pid} failed");
+}
+
+/// Publishes each of `messages` as one MQTT message with `mosquitto_pub` (QoS 1) on `topic`;
+/// returns whether mosquitto_pub reported success.
+pub(crate) fn mosquitto_pub_lines(
+    port: u16,
+    topic: &str,
+    client_id: &str,
+    messages: &[String],
+) -> bool {
+    let mut child = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-i",
+            client_id,
+            "-l",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("mosquitto_pub is installed (apt-get install mosquitto-clients)");
+    {
+        let mut stdin = child.stdin.take().expect("stdin");
+        for m in messages {
+            assert!(
+                !m.contains('\n'),
+                "a line-mode message cannot contain a newline"
+            );
+            writeln!(stdin, "{m}").expect("write to mosquitto_pub");
+        }
+    }
+    child.wait().expect("mosquitto_pub exits").success()
+}
+
+/// Publishes one message from a file (for payloads that are not one line).
+pub(crate) fn mosquitto_pub_file(port: u16, topic: &str, file: &Path) -> bool {
+    Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-f",
+        ])
+        .arg(file)
+        .status()
+        .expect("mosquitto_pub is installed")
+        .success()
+}
+
+/// Publishes one message; returns whether the broker acknowledged it.
+pub(crate) fn mosquitto_pub(port: u16, topic: &str, message: &str) -> bool {
+    Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-m",
+            message,
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .expect("mosquitto_pub is installed")
+        .success()
+}

@@ -1,0 +1,16 @@
+//! End-to-end tests of the `meterstack` binary with real peers (mosquitto_pub, HTTP).
+//!
+//! Each test starts `meterstack up` on free ports in a temporary directory and waits for its
+//! readiness line on stdout; nothing sleeps to wait for readiness.
+
+#![allow(clippy::print_stderr)] // Tests report their measurements on stderr.
+
+mod compose;
+mod config;
+mod duckdb;
+mod harness;
+mod malformed;
+mod path;
+mod query;
+mod shutdown;
+mod simulate;
