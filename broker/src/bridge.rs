@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::FutureExt;
+use meterstack_core::backoff::Backoff;
 use meterstack_core::bus::{Bus, Record, headers};
 use meterstack_core::metrics::{BRIDGE_ERRORS, MESSAGES_RECEIVED};
 use rumqttd::Notification;
@@ -140,13 +141,12 @@ impl Bridge {
     async fn deliver(&mut self, batch: Batch) {
         if !batch.records.is_empty() {
             let n = batch.records.len() as u64;
-            let mut backoff = Duration::from_millis(50);
+            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
             // The broker has acknowledged these messages: retry until the bus takes them.
             while let Err(e) = self.bus.append(&self.topic, batch.records.clone()).await {
                 metrics::counter!(BRIDGE_ERRORS).increment(1);
-                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "bus append failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                warn!(error = %e, retry_in_ms = backoff.next_delay().as_millis() as u64, "bus append failed");
+                backoff.wait().await;
             }
             metrics::counter!(MESSAGES_RECEIVED).increment(n);
         }

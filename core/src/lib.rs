@@ -5,6 +5,7 @@
 //! its decoder ([`wire`]), the bus interface every stage talks through ([`bus`]), the metric names
 //! ([`metrics`]) and the process health flags ([`health`]).
 
+pub mod backoff;
 pub mod bus;
 pub mod duration;
 pub mod health;

@@ -178,7 +178,23 @@ pub(crate) fn signal_term(pid: u32) {
     assert!(status.success(), "kill -TERM {pid} failed");
 }
 
-/// Publishes each of `messages` as one MQTT message with `mosquitto_pub` (QoS 1) on `topic`;
+/// `mosquitto_pub` at QoS 1 on `topic` of the broker on `port`.
+fn mosquitto_pub_cmd(port: u16, topic: &str) -> Command {
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-q",
+        "1",
+        "-t",
+        topic,
+    ]);
+    cmd
+}
+
+/// Publishes each of `messages` as one MQTT message (`mosquitto_pub -l`) on one connection;
 /// returns whether mosquitto_pub reported success.
 pub(crate) fn mosquitto_pub_lines(
     port: u16,
@@ -186,20 +202,8 @@ pub(crate) fn mosquitto_pub_lines(
     client_id: &str,
     messages: &[String],
 ) -> bool {
-    let mut child = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-            "-i",
-            client_id,
-            "-l",
-        ])
+    let mut child = mosquitto_pub_cmd(port, topic)
+        .args(["-i", client_id, "-l"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -219,18 +223,8 @@ pub(crate) fn mosquitto_pub_lines(
 
 /// Publishes one message from a file (for payloads that are not one line).
 pub(crate) fn mosquitto_pub_file(port: u16, topic: &str, file: &Path) -> bool {
-    Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-            "-f",
-        ])
+    mosquitto_pub_cmd(port, topic)
+        .arg("-f")
         .arg(file)
         .status()
         .expect("mosquitto_pub is installed")
@@ -239,19 +233,8 @@ pub(crate) fn mosquitto_pub_file(port: u16, topic: &str, file: &Path) -> bool {
 
 /// Publishes one message; returns whether the broker acknowledged it.
 pub(crate) fn mosquitto_pub(port: u16, topic: &str, message: &str) -> bool {
-    Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-            "-m",
-            message,
-        ])
+    mosquitto_pub_cmd(port, topic)
+        .args(["-m", message])
         .stderr(Stdio::null())
         .status()
         .expect("mosquitto_pub is installed")

@@ -22,6 +22,7 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use chrono::NaiveDate;
+use meterstack_core::backoff::Backoff;
 use meterstack_core::bus::{Bus, Delivery, Subscription, headers};
 use meterstack_core::metrics::{
     LAKE_FILES_WRITTEN, LAKE_WRITE_ERRORS, READINGS_ACCEPTED, READINGS_REJECTED, READINGS_WRITTEN,
@@ -186,12 +187,11 @@ impl RawSink {
     async fn flush(&mut self) -> Result<()> {
         let files = self.encode()?;
         for file in &files {
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
             while let Err(e) = put(&self.store, &file.path, file.bytes.clone()).await {
                 metrics::counter!(LAKE_WRITE_ERRORS, "zone" => file.table.zone()).increment(1);
-                warn!(path = %file.path, error = %e, retry_in_ms = backoff.as_millis() as u64, "lake write failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                warn!(path = %file.path, error = %e, retry_in_ms = backoff.next_delay().as_millis() as u64, "lake write failed; retrying");
+                backoff.wait().await;
             }
             metrics::counter!(LAKE_FILES_WRITTEN, "zone" => file.table.zone(), "table" => file.table.name())
                 .increment(1);
