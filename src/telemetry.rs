@@ -24,42 +24,64 @@ pub(crate) fn init_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    metrics::describe_counter!(
-        m::MESSAGES_RECEIVED,
-        "MQTT publishes accepted by the broker and appended to the bus"
-    );
-    metrics::describe_counter!(
-        m::BRIDGE_ERRORS,
-        "Failed attempts to append accepted publishes to the bus (retried)"
-    );
-    metrics::describe_counter!(m::READINGS_ACCEPTED, "Readings decoded successfully");
-    metrics::describe_counter!(
-        m::READINGS_REJECTED,
-        "Messages or readings rejected by the decoder, by reason"
-    );
-    metrics::describe_counter!(m::READINGS_WRITTEN, "Readings written to the lake, by zone");
-    metrics::describe_counter!(
-        m::REJECTS_WRITTEN,
-        "Rejected records written to the rejected area of the raw zone"
-    );
-    metrics::describe_counter!(m::LAKE_FILES_WRITTEN, "Parquet files written to the lake");
-    metrics::describe_counter!(m::LAKE_WRITE_ERRORS, "Failed lake writes (retried)");
-    metrics::describe_counter!(
-        m::BUS_RECORDS_APPENDED,
-        "Records appended to the bus, by topic"
-    );
-    metrics::describe_counter!(
-        m::BUS_RECORDS_CONSUMED,
-        "Records consumed from the bus, by topic and group"
-    );
+    const COUNTERS: [(&str, &str); 16] = [
+        (
+            m::MESSAGES_RECEIVED,
+            "MQTT publishes accepted by the broker and appended to the bus",
+        ),
+        (
+            m::MQTT_OVERWRITTEN,
+            "Acknowledged MQTT messages rumqttd overwrote before the bridge read them",
+        ),
+        (
+            m::BRIDGE_ERRORS,
+            "Failed attempts to append accepted publishes to the bus (retried)",
+        ),
+        (m::READINGS_ACCEPTED, "Readings decoded successfully"),
+        (
+            m::READINGS_REJECTED,
+            "Messages or readings rejected by the decoder, by reason",
+        ),
+        (m::READINGS_WRITTEN, "Readings written to the lake, by zone"),
+        (
+            m::REJECTS_WRITTEN,
+            "Rejected records written to the rejected area of the raw zone",
+        ),
+        (m::LAKE_FILES_WRITTEN, "Parquet files written to the lake"),
+        (m::LAKE_WRITE_ERRORS, "Failed lake writes (retried)"),
+        (
+            m::BUS_RECORDS_APPENDED,
+            "Records appended to the bus, by topic",
+        ),
+        (
+            m::BUS_RECORDS_CONSUMED,
+            "Records consumed from the bus, by topic and group",
+        ),
+        (
+            m::BUS_RETENTION_DELETED,
+            "Bus records deleted by retention, by topic",
+        ),
+        (
+            m::BUS_RETENTION_SKIPPED,
+            "Bus records a group never consumed because retention deleted them first",
+        ),
+        (
+            m::BUS_CORRUPT_RECORDS,
+            "Damaged records skipped in the embedded bus, by topic",
+        ),
+        (m::QUERIES, "SQL queries answered, by outcome"),
+        (m::HTTP_REQUESTS, "HTTP requests, by status class"),
+    ];
+    for (name, help) in COUNTERS {
+        metrics::describe_counter!(name, help);
+    }
     metrics::describe_gauge!(
         m::BUS_CONSUMER_LAG,
         "Records appended but not committed, by topic and group"
     );
-    metrics::describe_counter!(m::QUERIES, "SQL queries answered, by outcome");
-    metrics::describe_counter!(m::HTTP_REQUESTS, "HTTP requests, by status class");
     for name in [
         m::MESSAGES_RECEIVED,
+        m::MQTT_OVERWRITTEN,
         m::BRIDGE_ERRORS,
         m::READINGS_ACCEPTED,
         m::REJECTS_WRITTEN,

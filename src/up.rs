@@ -28,7 +28,7 @@ pub(crate) async fn up(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let raw_topic = config.bus.topics.readings_raw.clone();
-    let bus = config.bus.build();
+    let bus = config.bus.build(&config.data_dir)?;
     let store = config.lake.build(&config.data_dir)?;
     let lake = Lake::new(store.clone())?;
 
@@ -91,6 +91,9 @@ pub(crate) async fn up(config: Config) -> anyhow::Result<()> {
     sink_stop.cancel();
     if !sink_task.is_finished() {
         sink_task.await.context("raw sink task")??;
+    }
+    if let Err(e) = bus.flush().await {
+        error!(error = %e, "bus flush at shutdown failed");
     }
     http_stop.cancel();
     if !http_task.is_finished() {

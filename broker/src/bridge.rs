@@ -15,11 +15,11 @@ use chrono::Utc;
 use futures::FutureExt;
 use meterstack_core::backoff::Backoff;
 use meterstack_core::bus::{Bus, Record, headers};
-use meterstack_core::metrics::{BRIDGE_ERRORS, MESSAGES_RECEIVED};
+use meterstack_core::metrics::{BRIDGE_ERRORS, MESSAGES_RECEIVED, MQTT_OVERWRITTEN};
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::BridgeConfig;
 
@@ -31,6 +31,8 @@ pub struct Bridge {
     link_rx: LinkRx,
     bus: Arc<dyn Bus>,
     topic: String,
+    /// Offset in rumqttd's log of the last message received, to detect overwritten ones.
+    last_offset: Option<u64>,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -62,6 +64,7 @@ impl Bridge {
             link_rx,
             bus,
             topic: topic.to_owned(),
+            last_offset: None,
         }
     }
 
@@ -118,6 +121,9 @@ impl Bridge {
         loop {
             match next {
                 Some(Notification::Forward(forward)) => {
+                    if let Some((_, offset)) = forward.cursor {
+                        self.check_gap(offset);
+                    }
                     let topic = String::from_utf8_lossy(&forward.publish.topic).into_owned();
                     batch
                         .records
@@ -136,6 +142,23 @@ impl Bridge {
             }
         }
         batch
+    }
+
+    /// rumqttd keeps `mqtt.segments × mqtt.segment_bytes` of messages for the bridge's
+    /// subscription; if the bridge falls further behind, rumqttd overwrites messages it has
+    /// already acknowledged. Its log offsets then jump: count what was lost.
+    fn check_gap(&mut self, offset: u64) {
+        if let Some(last) = self.last_offset
+            && offset > last + 1
+        {
+            let lost = offset - last - 1;
+            metrics::counter!(MQTT_OVERWRITTEN).increment(lost);
+            error!(
+                lost,
+                "the bridge fell behind the broker: acknowledged messages were overwritten before they reached the bus; raise mqtt.segment_bytes or mqtt.segments"
+            );
+        }
+        self.last_offset = Some(offset);
     }
 
     async fn deliver(&mut self, batch: Batch) {

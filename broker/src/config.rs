@@ -23,11 +23,12 @@ pub struct MqttConfig {
     /// How long a new connection may take to send CONNECT (at most 65 s).
     #[serde(with = "meterstack_core::duration")]
     pub connection_timeout: Duration,
-    /// Size of one in-memory log segment per topic in rumqttd's router (at least 1 KiB).
+    /// Size of one segment of rumqttd's in-memory log of the bridge's subscription (all meter
+    /// topics share it; at least 1 KiB).
     pub segment_bytes: usize,
-    /// Segments rumqttd keeps per topic. `segment_bytes × segments` bounds both the broker's
-    /// memory per meter topic and how far the bridge may fall behind one meter before rumqttd
-    /// overwrites messages it has acknowledged.
+    /// Segments rumqttd keeps. `segment_bytes × segments` bounds the broker's memory for
+    /// readings and how far the bridge may fall behind all meters together before rumqttd
+    /// overwrites messages it has acknowledged (counted in `meterstack_mqtt_overwritten_total`).
     pub segments: usize,
     /// The bridge from broker to bus.
     pub bridge: BridgeConfig,
@@ -42,8 +43,8 @@ impl Default for MqttConfig {
             max_packet_bytes: 2 * 1024 * 1024,
             max_inflight: 100,
             connection_timeout: Duration::from_secs(10),
-            segment_bytes: 32 * 1024,
-            segments: 3,
+            segment_bytes: 16 * 1024 * 1024,
+            segments: 4,
             bridge: BridgeConfig::default(),
         }
     }

@@ -6,6 +6,9 @@
 /// MQTT publishes the broker accepted and the bridge appended to the bus (one per message, which
 /// may carry several readings).
 pub const MESSAGES_RECEIVED: &str = "meterstack_messages_received_total";
+/// Messages rumqttd acknowledged but overwrote before the bridge read them (the bridge fell
+/// more than `mqtt.segments × mqtt.segment_bytes` behind). Should stay 0.
+pub const MQTT_OVERWRITTEN: &str = "meterstack_mqtt_overwritten_total";
 /// Bridge failures to append an accepted message to the bus.
 pub const BRIDGE_ERRORS: &str = "meterstack_bridge_errors_total";
 /// Readings decoded successfully from the wire format.
@@ -30,3 +33,10 @@ pub const BUS_CONSUMER_LAG: &str = "meterstack_bus_consumer_lag";
 pub const QUERIES: &str = "meterstack_queries_total";
 /// HTTP requests, labelled `status` class (`2xx`, `4xx`, `5xx`).
 pub const HTTP_REQUESTS: &str = "meterstack_http_requests_total";
+/// Records deleted by retention, labelled `topic`.
+pub const BUS_RETENTION_DELETED: &str = "meterstack_bus_retention_deleted_total";
+/// Records a consumer group never saw because retention deleted them first, labelled `topic`
+/// and `group`.
+pub const BUS_RETENTION_SKIPPED: &str = "meterstack_bus_retention_skipped_total";
+/// Damaged records skipped in the embedded log, labelled `topic`.
+pub const BUS_CORRUPT_RECORDS: &str = "meterstack_bus_corrupt_records_total";

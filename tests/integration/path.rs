@@ -89,7 +89,8 @@ fn thousand_readings_from_ten_meters_come_back_through_sql() {
         assert!(p.join().expect("publisher thread"), "mosquitto_pub failed");
     }
 
-    assert_eq!(ms.wait_for_count("raw_readings", 1000), 1000);
+    let landed = ms.wait_for_count("raw_readings", 1000);
+    assert_eq!(landed, 1000, "/metrics:\n{}", ms.get("/metrics").1);
     let rows = ms.rows(
         "SELECT meter_id, ts, import_wh, export_wh, power_w, voltage_v, current_a, seq \
          FROM raw_readings ORDER BY meter_id, ts",
@@ -124,6 +125,7 @@ fn thousand_readings_from_ten_meters_come_back_through_sql() {
         one[0]
     );
     assert_eq!(ms.metric("meterstack_messages_received_total"), 1000.0);
+    assert_eq!(ms.metric("meterstack_mqtt_overwritten_total"), 0.0);
     assert_eq!(ms.metric("meterstack_readings_accepted_total"), 1000.0);
     assert_eq!(
         ms.metric("meterstack_readings_written_total{zone=\"raw\"}"),
@@ -133,4 +135,58 @@ fn thousand_readings_from_ten_meters_come_back_through_sql() {
     assert_eq!(status, 200);
     let (status, body) = ms.get("/readyz");
     assert_eq!(status, 200, "{body}");
+}
+
+/// With a broker log far too small for the load, rumqttd overwrites acknowledged messages
+/// before the bridge reads them. That loss must never be silent: every acknowledged publish is
+/// either on the bus or counted as overwritten.
+#[test]
+fn broker_overwrites_are_counted_never_silent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ms = Meterstack::start(
+        dir.path(),
+        &[
+            ("METERSTACK__MQTT__SEGMENT_BYTES", "1024"),
+            ("METERSTACK__MQTT__SEGMENTS", "1"),
+        ],
+    );
+    let ts = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let publishers: Vec<_> = (0..10)
+        .map(|m| {
+            let port = ms.mqtt_port;
+            let lines: Vec<String> = (0..200)
+                .map(|i| {
+                    format!(
+                        r#"{{"ts":"{ts}","import_wh":{i},"seq":{i},"pad":"{}"}}"#,
+                        "x".repeat(200)
+                    )
+                })
+                .collect();
+            std::thread::spawn(move || {
+                mosquitto_pub_lines(
+                    port,
+                    &format!("meters/o-{m}/readings"),
+                    &format!("o-{m}"),
+                    &lines,
+                )
+            })
+        })
+        .collect();
+    for p in publishers {
+        assert!(p.join().expect("publisher"));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let received = ms.metric("meterstack_messages_received_total");
+        let overwritten = ms.metric("meterstack_mqtt_overwritten_total");
+        if received + overwritten >= 2000.0 || std::time::Instant::now() > deadline {
+            assert_eq!(
+                received + overwritten,
+                2000.0,
+                "received {received}, overwritten {overwritten}"
+            );
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -10,11 +10,14 @@
 //!
 //! | backend | durability | use |
 //! |---|---|---|
-//! | `memory` ([`memory::MemoryBus`]) | none: records live in process memory until every group has committed them; a graceful shutdown drains them, a crash loses them | `meterstack up` on one machine today, and tests |
+//! | `embedded` ([`embedded::EmbeddedBus`]) | on local disk (redb), fsync per policy | `meterstack up` on one machine: the default |
+//! | `kafka` | the Kafka cluster's | several processes or machines (not built yet) |
 
-pub mod memory;
+mod codec;
+pub mod embedded;
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,15 +29,9 @@ use serde::{Deserialize, Serialize};
 /// Errors of the bus.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Another consumer of the same group is already subscribed, and this backend has one
-    /// partition per topic.
-    #[error("consumer group {group:?} already has a consumer on topic {topic:?}")]
-    GroupBusy {
-        /// The topic.
-        topic: String,
-        /// The group.
-        group: String,
-    },
+    /// The backend's storage failed.
+    #[error("bus storage: {0}")]
+    Storage(String),
 }
 
 /// `Result` with the bus [`enum@Error`].
@@ -84,6 +81,21 @@ pub trait Bus: Send + Sync + fmt::Debug {
     /// Joins consumer `group` on `topic`, starting at the group's committed position (the
     /// beginning of the retained log for a new group).
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>>;
+
+    /// Makes every record appended and every offset committed so far durable (for a
+    /// graceful shutdown under a relaxed fsync policy).
+    async fn flush(&self) -> Result<()>;
+}
+
+/// The partition of `key` among `partitions`: a stable FNV-1a hash, so a key always maps to
+/// the same partition, across processes and versions.
+pub fn partition_for(key: &str, partitions: u32) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in key.as_bytes() {
+        hash ^= u32::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % partitions.max(1)
 }
 
 /// One consumer's view of a topic.
@@ -102,16 +114,45 @@ pub trait Subscription: Send + fmt::Debug {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TopicNames {
-    /// Every message the broker accepted, exactly as it arrived, with its receive time and
-    /// source topic.
+    /// Every message the broker accepted, exactly as it arrived, with its receive time,
+    /// source topic and format (headers), keyed by meter id.
     pub readings_raw: String,
+    /// Readings that passed validation (VEE).
+    pub readings_clean: String,
+    /// Readings that failed decoding or validation, with the reason.
+    pub readings_rejected: String,
+    /// Interval and window aggregates.
+    pub aggregates: String,
+    /// Alert lifecycle events.
+    pub alerts: String,
+    /// Meter connect and disconnect events.
+    pub meter_events: String,
 }
 
 impl Default for TopicNames {
     fn default() -> Self {
         Self {
             readings_raw: "readings.raw".into(),
+            readings_clean: "readings.clean".into(),
+            readings_rejected: "readings.rejected".into(),
+            aggregates: "aggregates".into(),
+            alerts: "alerts".into(),
+            meter_events: "meter.events".into(),
         }
+    }
+}
+
+impl TopicNames {
+    /// Every topic name.
+    pub fn all(&self) -> [&str; 6] {
+        [
+            &self.readings_raw,
+            &self.readings_clean,
+            &self.readings_rejected,
+            &self.aggregates,
+            &self.alerts,
+            &self.meter_events,
+        ]
     }
 }
 
@@ -127,28 +168,48 @@ pub mod headers {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum BusBackend {
-    /// In process memory; see [`memory::MemoryBus`].
+    /// A durable log on local disk; see [`embedded::EmbeddedBus`].
     #[default]
-    Memory,
+    Embedded,
 }
 
 /// Section `[bus]` of `meterstack.toml`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
     /// The backend.
     pub backend: BusBackend,
+    /// Partitions of each topic when it is created.
+    pub partitions: u32,
     /// Topic names.
     pub topics: TopicNames,
-    /// Settings of the `memory` backend.
-    pub memory: memory::MemoryConfig,
+    /// Settings of the `embedded` backend.
+    pub embedded: embedded::EmbeddedConfig,
 }
 
-impl BusConfig {
-    /// Builds the configured backend.
-    pub fn build(&self) -> Arc<dyn Bus> {
-        match self.backend {
-            BusBackend::Memory => Arc::new(memory::MemoryBus::new(self.memory.clone())),
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            backend: BusBackend::default(),
+            partitions: 8,
+            topics: TopicNames::default(),
+            embedded: embedded::EmbeddedConfig::default(),
         }
     }
 }
+
+impl BusConfig {
+    /// Opens the configured backend; `data_dir` holds the embedded log.
+    pub fn build(&self, data_dir: &Path) -> Result<Arc<dyn Bus>> {
+        match self.backend {
+            BusBackend::Embedded => Ok(Arc::new(embedded::EmbeddedBus::open(
+                &self.embedded.file(data_dir),
+                self.embedded.clone(),
+                self.partitions,
+            )?)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,324 @@
+//! The bus test suite. The generic tests run against every backend through [`Backend`]; the
+//! embedded backend's own tests (restart, retention, fsync) follow.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+
+use super::embedded::{EmbeddedBus, EmbeddedConfig, Fsync};
+use super::*;
+
+/// Opens a backend; calling it again on the same directory is a restart.
+pub(crate) type Backend = fn(&Path) -> Arc<dyn Bus>;
+
+fn embedded(dir: &Path) -> Arc<dyn Bus> {
+    Arc::new(EmbeddedBus::open(&dir.join("log.redb"), EmbeddedConfig::default(), 4).expect("open"))
+}
+
+pub(crate) fn record(key: &str, i: u64) -> Record {
+    Record {
+        key: key.to_owned(),
+        value: Bytes::from(i.to_string()),
+        timestamp: Utc::now(),
+        headers: vec![(
+            headers::SOURCE_TOPIC.to_owned(),
+            format!("meters/{key}/readings"),
+        )],
+    }
+}
+
+fn value(d: &Delivery) -> u64 {
+    std::str::from_utf8(&d.record.value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .expect("numeric value")
+}
+
+/// Polls until `n` records arrived (or 20 s pass).
+pub(crate) async fn poll_n(sub: &mut Box<dyn Subscription>, n: usize) -> Vec<Delivery> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut out = Vec::new();
+    while out.len() < n && tokio::time::Instant::now() < deadline {
+        out.extend(
+            sub.poll(n - out.len(), Duration::from_millis(200))
+                .await
+                .expect("poll"),
+        );
+    }
+    out
+}
+
+/// Polls until a poll comes back empty: everything available now.
+async fn drain(sub: &mut Box<dyn Subscription>) -> Vec<Delivery> {
+    let mut out = Vec::new();
+    loop {
+        let got = sub
+            .poll(1000, Duration::from_millis(300))
+            .await
+            .expect("poll");
+        if got.is_empty() {
+            return out;
+        }
+        out.extend(got);
+    }
+}
+
+pub(crate) async fn per_key_order(open: Backend, dir: &Path, topic: &str) {
+    let bus = open(dir);
+    let mut sub = bus.subscribe(topic, "order").await.expect("subscribe");
+    let keys: Vec<String> = (0..20).map(|k| format!("m-{k}")).collect();
+    let mut i = 0u64;
+    for _batch in 0..10 {
+        let records: Vec<Record> = (0..100)
+            .map(|j| {
+                i += 1;
+                record(&keys[j % keys.len()], i)
+            })
+            .collect();
+        bus.append(topic, records).await.expect("append");
+    }
+    let got = poll_n(&mut sub, 1000).await;
+    assert_eq!(got.len(), 1000);
+    let mut per_key: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for d in &got {
+        per_key
+            .entry(d.record.key.as_str())
+            .or_default()
+            .push(value(d));
+        assert_eq!(
+            d.record.header(headers::SOURCE_TOPIC),
+            Some(format!("meters/{}/readings", d.record.key).as_str())
+        );
+    }
+    assert_eq!(per_key.len(), 20);
+    for (key, values) in per_key {
+        assert!(
+            values.windows(2).all(|w| w[0] < w[1]),
+            "{key} out of order: {values:?}"
+        );
+        assert_eq!(values.len(), 50);
+    }
+    // One key, one partition.
+    let partitions: BTreeSet<u32> = got
+        .iter()
+        .filter(|d| d.record.key == "m-3")
+        .map(|d| d.partition)
+        .collect();
+    assert_eq!(partitions.len(), 1);
+}
+
+pub(crate) async fn at_least_once_across_a_killed_consumer(open: Backend, dir: &Path, topic: &str) {
+    let bus = open(dir);
+    let n = 600u64;
+    bus.append(
+        topic,
+        (0..n).map(|i| record(&format!("k{}", i % 7), i)).collect(),
+    )
+    .await
+    .expect("append");
+    let mut seen = BTreeSet::new();
+    {
+        let mut a = bus.subscribe(topic, "alo").await.expect("subscribe");
+        for d in poll_n(&mut a, 200).await {
+            seen.insert(value(&d));
+        }
+        a.commit().await.expect("commit");
+        // Polled but never committed: the consumer dies with these in flight.
+        let _lost = poll_n(&mut a, 100).await;
+    }
+    let mut b = bus.subscribe(topic, "alo").await.expect("resubscribe");
+    let rest = poll_n(&mut b, (n as usize) - 200).await;
+    assert_eq!(
+        rest.len(),
+        (n as usize) - 200,
+        "everything not committed is delivered again"
+    );
+    for d in &rest {
+        assert!(
+            seen.insert(value(d)),
+            "a committed record came back: {}",
+            value(d)
+        );
+    }
+    assert_eq!(seen.len() as u64, n, "every record delivered");
+    b.commit().await.expect("commit");
+    assert!(
+        b.poll(10, Duration::from_millis(300))
+            .await
+            .expect("poll")
+            .is_empty()
+    );
+    drop(b);
+    bus.flush().await.expect("flush");
+    drop(bus);
+
+    // Restart: committed offsets resume.
+    let bus = open(dir);
+    bus.append(topic, vec![record("k1", n)])
+        .await
+        .expect("append after restart");
+    let mut c = bus
+        .subscribe(topic, "alo")
+        .await
+        .expect("subscribe after restart");
+    let got = poll_n(&mut c, 1).await;
+    assert_eq!(got.iter().map(value).collect::<Vec<_>>(), [n]);
+    assert!(
+        c.poll(10, Duration::from_millis(300))
+            .await
+            .expect("poll")
+            .is_empty()
+    );
+}
+
+pub(crate) async fn groups_share_partitions(open: Backend, dir: &Path, topic: &str) {
+    let bus = open(dir);
+    let mut a = bus.subscribe(topic, "shared").await.expect("a");
+    let mut b = bus.subscribe(topic, "shared").await.expect("b");
+    let mut other = bus.subscribe(topic, "other").await.expect("other group");
+    let n = 400u64;
+    bus.append(
+        topic,
+        (0..n)
+            .map(|i| record(&format!("key-{}", i % 40), i))
+            .collect(),
+    )
+    .await
+    .expect("append");
+    let mut got_a = Vec::new();
+    let mut got_b = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while (got_a.len() + got_b.len()) < n as usize && tokio::time::Instant::now() < deadline {
+        got_a.extend(
+            a.poll(100, Duration::from_millis(50))
+                .await
+                .expect("poll a"),
+        );
+        got_b.extend(
+            b.poll(100, Duration::from_millis(50))
+                .await
+                .expect("poll b"),
+        );
+    }
+    assert!(
+        !got_a.is_empty() && !got_b.is_empty(),
+        "both consumers get partitions"
+    );
+    let parts_a: BTreeSet<u32> = got_a.iter().map(|d| d.partition).collect();
+    let parts_b: BTreeSet<u32> = got_b.iter().map(|d| d.partition).collect();
+    assert!(parts_a.is_disjoint(&parts_b), "{parts_a:?} / {parts_b:?}");
+    let all: BTreeSet<u64> = got_a.iter().chain(&got_b).map(value).collect();
+    assert_eq!(all.len() as u64, n);
+    assert_eq!(
+        poll_n(&mut other, n as usize).await.len() as u64,
+        n,
+        "another group sees everything"
+    );
+}
+
+macro_rules! suite {
+    ($module:ident, $backend:expr) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn per_key_order() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                super::per_key_order($backend, dir.path(), "t.order").await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn at_least_once_across_a_killed_consumer() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                super::at_least_once_across_a_killed_consumer($backend, dir.path(), "t.alo").await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn groups_share_partitions() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                super::groups_share_partitions($backend, dir.path(), "t.groups").await;
+            }
+        }
+    };
+}
+
+suite!(embedded_suite, embedded);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_retention_by_size_and_age_skips_lagging_groups_ahead() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = EmbeddedConfig {
+        retention_bytes: 2_000,
+        // Retention runs when the test says so.
+        retention_interval: Duration::from_secs(3600),
+        fsync: Fsync::Interval,
+        ..EmbeddedConfig::default()
+    };
+    let bus = EmbeddedBus::open(&dir.path().join("log.redb"), config, 1).expect("open");
+    let mut lagging = bus.subscribe("t", "lagging").await.expect("subscribe");
+    // One partition: every record shares it. Each encoded record is about 50 bytes.
+    bus.append("t", (0..200).map(|i| record("m", i)).collect())
+        .await
+        .expect("append");
+    bus.apply_retention().expect("retention");
+    let got = drain(&mut lagging).await;
+    let values: Vec<u64> = got.iter().map(value).collect();
+    assert!(
+        values.windows(2).all(|w| w[1] == w[0] + 1),
+        "a suffix of the log, in order"
+    );
+    assert_eq!(values.last(), Some(&199));
+    assert!(
+        (20..60).contains(&values.len()),
+        "about 2,000 bytes kept: {} records",
+        values.len()
+    );
+
+    // Age: a record stamped long ago goes, even within the size limit; a fresh one stays.
+    let mut old = record("m", 1000);
+    old.timestamp = Utc::now() - chrono::TimeDelta::days(30);
+    bus.append("t2", vec![old, record("m", 1001)])
+        .await
+        .expect("append");
+    bus.apply_retention().expect("retention");
+    let mut sub = bus.subscribe("t2", "g").await.expect("subscribe");
+    assert_eq!(
+        drain(&mut sub).await.iter().map(value).collect::<Vec<_>>(),
+        [1001]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_topics_keep_their_partition_count_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("log.redb");
+    {
+        let bus = EmbeddedBus::open(&file, EmbeddedConfig::default(), 3).expect("open");
+        bus.append("t", vec![record("a", 1)]).await.expect("append");
+    }
+    let bus = EmbeddedBus::open(&file, EmbeddedConfig::default(), 16).expect("reopen");
+    bus.append("t", vec![record("a", 2)]).await.expect("append");
+    let mut sub = bus.subscribe("t", "g").await.expect("subscribe");
+    let got = poll_n(&mut sub, 2).await;
+    assert_eq!(
+        got.iter().map(value).collect::<Vec<_>>(),
+        [1, 2],
+        "same key, same partition"
+    );
+    assert!(got.iter().all(|d| d.partition == partition_for("a", 3)));
+}
+
+#[test]
+fn partitioning_is_stable() {
+    // Fixed values: changing the hash would reorder every meter's records after an upgrade.
+    assert_eq!(partition_for("m-001", 8), partition_for("m-001", 8));
+    assert_eq!(partition_for("", 8), 0x811c_9dc5 % 8);
+    let spread: BTreeSet<u32> = (0..100)
+        .map(|i| partition_for(&format!("m-{i:03}"), 8))
+        .collect();
+    assert_eq!(spread.len(), 8, "keys spread over every partition");
+}
