@@ -1,5 +1,6 @@
 //! The `meterstack` binary: every role of the platform behind one command line.
 
+mod bus_cmd;
 mod config;
 mod simulate;
 mod telemetry;
@@ -29,6 +30,9 @@ enum Command {
     Config,
     /// Publish readings from a simulated fleet of meters over MQTT.
     Simulate(simulate::Args),
+    /// Inspect the bus.
+    #[command(subcommand)]
+    Bus(bus_cmd::BusCommand),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&cli.overrides)?;
             telemetry::init_logging(&config.log.filter);
             runtime()?.block_on(up::up(config))
+        }
+        Command::Bus(command) => {
+            let config = Config::load(&cli.overrides)?;
+            telemetry::init_logging("warn");
+            runtime()?.block_on(bus_cmd::run(command, &config))
         }
         Command::Simulate(args) => {
             let config = Config::load(&cli.overrides)?;

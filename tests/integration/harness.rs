@@ -140,14 +140,46 @@ impl Meterstack {
             .unwrap_or_else(|| panic!("no sample {sample} in /metrics:\n{text}"))
     }
 
-    /// Process id, for signals.
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+    /// Polls `/metrics` until `sample` satisfies `done` (or `timeout` passes); returns the
+    /// last value.
+    pub(crate) fn wait_metric(
+        &self,
+        sample: &str,
+        timeout: Duration,
+        done: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, text) = self.get("/metrics");
+            let value = text
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(sample)
+                        .and_then(|rest| rest.strip_prefix(' '))
+                })
+                .and_then(|v| v.trim().parse().ok());
+            if let Some(v) = value
+                && (done(v) || Instant::now() > deadline)
+            {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no sample {sample} in /metrics:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the process with SIGKILL: no shutdown at all.
+    pub(crate) fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
     }
 
     /// Sends SIGTERM and waits for the process to exit.
     pub(crate) fn terminate(mut self) -> ExitStatus {
-        signal_term(self.pid());
+        signal_term(self.child.id());
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {

@@ -7,6 +7,7 @@
 
 mod compose;
 mod config;
+mod crash;
 mod duckdb;
 mod harness;
 mod malformed;

@@ -209,6 +209,9 @@ impl EmbeddedBus {
             txn.commit().map_err(storage)?;
         }
         info!(file = %file.display(), topics = state.topics.len(), "embedded bus opened");
+        for topic in state.topics.keys() {
+            export_lag(&state, topic);
+        }
         let inner = Arc::new(Inner {
             db,
             config,
