@@ -30,6 +30,7 @@ pub(crate) async fn run(command: BusCommand, config: &Config) -> anyhow::Result<
             let bus = config
                 .bus
                 .build(&config.data_dir)
+                .await
                 .context("cannot open the bus")?;
             let mut sub = bus.subscribe(&topic, "meterstack-cli-read").await?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());

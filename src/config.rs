@@ -9,7 +9,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use meterstack_api::HttpConfig;
 use meterstack_broker::MqttConfig;
-use meterstack_core::bus::BusConfig;
+use meterstack_core::bus::{BusBackend, BusConfig};
 use meterstack_core::wire::DecodeConfig;
 use meterstack_lake::store::LakeConfig;
 use serde::{Deserialize, Serialize};
@@ -83,6 +83,12 @@ pub(crate) struct Overrides {
     /// HTTP port (the port of `http.listen`; 0 picks a free one)
     #[arg(long, global = true)]
     pub http_port: Option<u16>,
+    /// Bus backend (key `bus.backend`)
+    #[arg(long, global = true)]
+    pub bus: Option<BusBackend>,
+    /// Kafka bootstrap brokers, HOST:PORT[,…] (key `bus.kafka.brokers`)
+    #[arg(long, global = true)]
+    pub kafka_brokers: Option<String>,
 }
 
 impl Config {
@@ -117,6 +123,12 @@ impl Config {
         };
         set_port(&mut config.mqtt.listen, overrides.mqtt_port);
         set_port(&mut config.http.listen, overrides.http_port);
+        if let Some(backend) = overrides.bus {
+            config.bus.backend = backend;
+        }
+        if let Some(brokers) = &overrides.kafka_brokers {
+            config.bus.kafka.brokers.clone_from(brokers);
+        }
         Ok(config)
     }
 

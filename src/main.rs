@@ -2,9 +2,9 @@
 
 mod bus_cmd;
 mod config;
+mod run;
 mod simulate;
 mod telemetry;
-mod up;
 
 use std::process::ExitCode;
 
@@ -26,6 +26,13 @@ struct Cli {
 enum Command {
     /// Run every role in one process: MQTT broker, bus, raw-zone sink, HTTP API.
     Up,
+    /// Run some roles in this process, e.g. `--roles broker` here and `--roles sink,api`
+    /// elsewhere, sharing a Kafka bus.
+    Run {
+        /// Roles to run
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<run::Role>,
+    },
     /// Print the effective configuration (defaults, file, environment, flags) as TOML.
     Config,
     /// Publish readings from a simulated fleet of meters over MQTT.
@@ -62,7 +69,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up => {
             let config = Config::load(&cli.overrides)?;
             telemetry::init_logging(&config.log.filter);
-            runtime()?.block_on(up::up(config))
+            runtime()?.block_on(run::run(config, &run::Role::ALL.into_iter().collect()))
+        }
+        Command::Run { roles } => {
+            let config = Config::load(&cli.overrides)?;
+            telemetry::init_logging(&config.log.filter);
+            runtime()?.block_on(run::run(config, &roles.into_iter().collect()))
         }
         Command::Bus(command) => {
             let config = Config::load(&cli.overrides)?;

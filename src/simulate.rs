@@ -62,7 +62,7 @@ pub(crate) async fn simulate(args: Args, config: &Config) -> anyhow::Result<()> 
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
-        crate::up::shutdown_signal().await;
+        crate::run::shutdown_signal().await;
         on_signal.cancel();
     });
     let stats = meterstack_sim::run(sim, shutdown).await?;

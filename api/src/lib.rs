@@ -35,8 +35,8 @@ pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    /// The lake's query engine.
-    pub lake: Lake,
+    /// The lake's query engine, if this process serves queries (role `api`).
+    pub lake: Option<Lake>,
     /// Readiness of the process.
     pub health: Arc<Health>,
     /// The metrics renderer.
@@ -57,11 +57,14 @@ impl std::fmt::Debug for AppState {
 
 /// The API's routes.
 pub fn router(state: AppState, config: &HttpConfig) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/query", post(query::handle))
+        .route("/metrics", get(metrics));
+    if state.lake.is_some() {
+        router = router.route("/api/v1/query", post(query::handle));
+    }
+    router
         .layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes))
         .layer(middleware::from_fn(count_requests))
         .with_state(state)

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 
-use crate::harness::{Meterstack, bin, mosquitto_pub_lines};
+use crate::harness::{Meterstack, bin, spawn_mosquitto_pub_lines};
 
 const METERS: u64 = 10;
 const PER_METER: u64 = 10_000;
@@ -18,18 +18,11 @@ fn kill_9_during_ingest_loses_nothing_that_reached_the_bus() {
     let ts = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
     let publishers: Vec<_> = (0..METERS)
         .map(|m| {
-            let port = ms.mqtt_port;
             let lines: Vec<String> = (0..PER_METER)
                 .map(|i| format!(r#"{{"ts":"{ts}","import_wh":{i},"seq":{i}}}"#))
                 .collect();
-            std::thread::spawn(move || {
-                mosquitto_pub_lines(
-                    port,
-                    &format!("meters/c-{m}/readings"),
-                    &format!("c-{m}"),
-                    &lines,
-                )
-            })
+            let (topic, id) = (format!("meters/c-{m}/readings"), format!("c-{m}"));
+            spawn_mosquitto_pub_lines(ms.mqtt_port, &topic, &id, lines)
         })
         .collect();
     // Mid-ingest: a good part has arrived, the rest is still coming.
@@ -40,9 +33,10 @@ fn kill_9_during_ingest_loses_nothing_that_reached_the_bus() {
     );
     assert!(received >= 30_000.0, "ingest too slow to test: {received}");
     ms.kill9();
-    for p in publishers {
-        // The connections die with the process; what they report does not matter here.
-        let _ = p.join();
+    for mut p in publishers {
+        // mosquitto_pub would reconnect forever to the dead broker.
+        let _ = p.kill();
+        let _ = p.wait();
     }
 
     // Restart: the sink resumes from its committed offsets and catches up.

@@ -226,6 +226,37 @@ fn mosquitto_pub_cmd(port: u16, topic: &str) -> Command {
     cmd
 }
 
+/// Starts `mosquitto_pub -l` publishing each of `messages` as one MQTT message on one
+/// connection; a thread feeds its stdin. The caller waits for it, or kills it.
+pub(crate) fn spawn_mosquitto_pub_lines(
+    port: u16,
+    topic: &str,
+    client_id: &str,
+    messages: Vec<String>,
+) -> Child {
+    let mut child = mosquitto_pub_cmd(port, topic)
+        .args(["-i", client_id, "-l"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto_pub is installed (apt-get install mosquitto-clients)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::thread::spawn(move || {
+        for m in messages {
+            assert!(
+                !m.contains('\n'),
+                "a line-mode message cannot contain a newline"
+            );
+            // Fails only if mosquitto_pub was killed: then the rest does not matter.
+            if writeln!(stdin, "{m}").is_err() {
+                return;
+            }
+        }
+    });
+    child
+}
+
 /// Publishes each of `messages` as one MQTT message (`mosquitto_pub -l`) on one connection;
 /// returns whether mosquitto_pub reported success.
 pub(crate) fn mosquitto_pub_lines(
@@ -234,23 +265,10 @@ pub(crate) fn mosquitto_pub_lines(
     client_id: &str,
     messages: &[String],
 ) -> bool {
-    let mut child = mosquitto_pub_cmd(port, topic)
-        .args(["-i", client_id, "-l"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("mosquitto_pub is installed (apt-get install mosquitto-clients)");
-    {
-        let mut stdin = child.stdin.take().expect("stdin");
-        for m in messages {
-            assert!(
-                !m.contains('\n'),
-                "a line-mode message cannot contain a newline"
-            );
-            writeln!(stdin, "{m}").expect("write to mosquitto_pub");
-        }
-    }
-    child.wait().expect("mosquitto_pub exits").success()
+    spawn_mosquitto_pub_lines(port, topic, client_id, messages.to_vec())
+        .wait()
+        .expect("mosquitto_pub exits")
+        .success()
 }
 
 /// Publishes one message from a file (for payloads that are not one line).

@@ -102,7 +102,14 @@ async fn answer(
 }
 
 async fn run(state: &AppState, sql: &str, max_rows: usize) -> Result<Vec<RecordBatch>, ApiError> {
-    let frame = state.lake.plan(sql).await.map_err(|e| match e {
+    let Some(lake) = &state.lake else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_served",
+            "this process does not run the api role",
+        ));
+    };
+    let frame = lake.plan(sql).await.map_err(|e| match e {
         meterstack_lake::Error::Query(e) => classify(&e),
         other => internal(&other),
     })?;

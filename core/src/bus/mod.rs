@@ -11,10 +11,11 @@
 //! | backend | durability | use |
 //! |---|---|---|
 //! | `embedded` ([`embedded::EmbeddedBus`]) | on local disk (redb), fsync per policy | `meterstack up` on one machine: the default |
-//! | `kafka` | the Kafka cluster's | several processes or machines (not built yet) |
+//! | `kafka` ([`kafka::KafkaBus`]) | the Kafka cluster's (`acks=all`) | roles in several processes or on several machines |
 
 mod codec;
 pub mod embedded;
+pub mod kafka;
 
 use std::fmt;
 use std::path::Path;
@@ -165,12 +166,14 @@ pub mod headers {
 }
 
 /// Which backend carries the bus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BusBackend {
     /// A durable log on local disk; see [`embedded::EmbeddedBus`].
     #[default]
     Embedded,
+    /// Apache Kafka or a Kafka-protocol broker; see [`kafka::KafkaBus`].
+    Kafka,
 }
 
 /// Section `[bus]` of `meterstack.toml`.
@@ -185,6 +188,8 @@ pub struct BusConfig {
     pub topics: TopicNames,
     /// Settings of the `embedded` backend.
     pub embedded: embedded::EmbeddedConfig,
+    /// Settings of the `kafka` backend.
+    pub kafka: kafka::KafkaConfig,
 }
 
 impl Default for BusConfig {
@@ -194,20 +199,26 @@ impl Default for BusConfig {
             partitions: 8,
             topics: TopicNames::default(),
             embedded: embedded::EmbeddedConfig::default(),
+            kafka: kafka::KafkaConfig::default(),
         }
     }
 }
 
 impl BusConfig {
-    /// Opens the configured backend; `data_dir` holds the embedded log.
-    pub fn build(&self, data_dir: &Path) -> Result<Arc<dyn Bus>> {
-        match self.backend {
-            BusBackend::Embedded => Ok(Arc::new(embedded::EmbeddedBus::open(
+    /// Opens the configured backend; `data_dir` holds the embedded log. Kafka topics are
+    /// created here; embedded ones when first used.
+    pub async fn build(&self, data_dir: &Path) -> Result<Arc<dyn Bus>> {
+        Ok(match self.backend {
+            BusBackend::Embedded => Arc::new(embedded::EmbeddedBus::open(
                 &self.embedded.file(data_dir),
                 self.embedded.clone(),
                 self.partitions,
-            )?)),
-        }
+            )?),
+            BusBackend::Kafka => Arc::new(
+                kafka::KafkaBus::connect(self.kafka.clone(), &self.topics.all(), self.partitions)
+                    .await?,
+            ),
+        })
     }
 }
 
