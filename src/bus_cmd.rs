@@ -32,7 +32,15 @@ pub(crate) async fn run(command: BusCommand, config: &Config) -> anyhow::Result<
                 .build(&config.data_dir)
                 .await
                 .context("cannot open the bus")?;
-            let mut sub = bus.subscribe(&topic, "meterstack-cli-read").await?;
+            // A group of its own, never committed: reading changes nothing for anyone else.
+            let group = format!(
+                "meterstack-cli-read-{}-{}",
+                std::process::id(),
+                chrono::Utc::now().timestamp_micros()
+            );
+            let mut sub = bus.subscribe(&topic, &group).await?;
+            // Joining a Kafka group takes a few seconds; later polls stop at the first silence.
+            let mut wait = Duration::from_secs(15);
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let mut printed = 0usize;
             loop {
@@ -40,7 +48,8 @@ pub(crate) async fn run(command: BusCommand, config: &Config) -> anyhow::Result<
                 if want == 0 {
                     break;
                 }
-                let batch = sub.poll(want, Duration::from_millis(500)).await?;
+                let batch = sub.poll(want, wait).await?;
+                wait = Duration::from_secs(2);
                 if batch.is_empty() {
                     break;
                 }

@@ -24,7 +24,11 @@ pub(crate) fn init_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    const COUNTERS: [(&str, &str); 16] = [
+    const COUNTERS: [(&str, &str); 17] = [
+        (
+            m::BUS_ERRORS,
+            "Failed bus polls and commits of consumers (retried), by op",
+        ),
         (
             m::MESSAGES_RECEIVED,
             "MQTT publishes accepted by the broker and appended to the bus",

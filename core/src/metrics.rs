@@ -40,3 +40,5 @@ pub const BUS_RETENTION_DELETED: &str = "meterstack_bus_retention_deleted_total"
 pub const BUS_RETENTION_SKIPPED: &str = "meterstack_bus_retention_skipped_total";
 /// Damaged records skipped in the embedded log, labelled `topic`.
 pub const BUS_CORRUPT_RECORDS: &str = "meterstack_bus_corrupt_records_total";
+/// Failed bus operations of a consumer (retried), labelled `op` (`poll`, `commit`).
+pub const BUS_ERRORS: &str = "meterstack_bus_errors_total";

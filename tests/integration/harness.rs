@@ -22,14 +22,21 @@ pub(crate) struct Meterstack {
 impl Meterstack {
     /// Starts `meterstack up` with its data in `dir`, on free ports, flushing every 200 ms.
     pub(crate) fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::launch(dir, &["up"], env)
+    }
+
+    /// Starts `meterstack ARGS…` (e.g. `up`, or `run --roles sink,api --bus kafka …`) with its
+    /// data in `dir`, on free ports, flushing every 200 ms.
+    pub(crate) fn launch(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = bin();
-        cmd.args(["up", "--mqtt-port", "0", "--http-port", "0", "--data-dir"])
+        cmd.args(args)
+            .args(["--mqtt-port", "0", "--http-port", "0", "--data-dir"])
             .arg(dir.join("data"))
             .current_dir(dir)
             .env("METERSTACK__LAKE__RAW_SINK__FLUSH_INTERVAL", "200ms")
             .env("METERSTACK__MQTT__LISTEN", "127.0.0.1:0")
             .env("METERSTACK__HTTP__LISTEN", "127.0.0.1:0")
-            .env("RUST_LOG", "info,rumqttd=off")
+            .env("RUST_LOG", "info,rumqttd=off,librdkafka=warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {
@@ -54,12 +61,13 @@ impl Meterstack {
                 .unwrap_or_else(|| panic!("no {name} in {line:?}"))
                 .to_owned()
         };
-        let mqtt = field("mqtt=");
-        let mqtt_port = mqtt
-            .rsplit(':')
-            .next()
+        // Processes without the broker role have no MQTT port (0 here).
+        let mqtt_port = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("mqtt="))
+            .and_then(|a| a.rsplit(':').next())
             .and_then(|p| p.parse().ok())
-            .expect("mqtt port");
+            .unwrap_or(0);
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -289,4 +297,82 @@ pub(crate) fn mosquitto_pub(port: u16, topic: &str, message: &str) -> bool {
         .status()
         .expect("mosquitto_pub is installed")
         .success()
+}
+
+/// The Kafka-protocol broker of this test run (`scripts/test` starts one).
+pub(crate) fn kafka_brokers() -> String {
+    std::env::var("METERSTACK_TEST_KAFKA")
+        .expect("METERSTACK_TEST_KAFKA=HOST:PORT must name a Kafka-protocol broker (scripts/test starts one)")
+}
+
+/// Writes a config file for a meterstack process on the test Kafka, with topic names unique to
+/// this test; returns its path.
+pub(crate) fn kafka_config(dir: &Path, suffix: &str) -> std::path::PathBuf {
+    let path = dir.join("kafka.toml");
+    let topics = [
+        "readings_raw",
+        "readings_clean",
+        "readings_rejected",
+        "aggregates",
+        "alerts",
+        "meter_events",
+    ]
+    .iter()
+    .map(|t| format!("{t} = \"{}.{suffix}\"", t.replace('_', ".")))
+    .collect::<Vec<_>>()
+    .join("\n");
+    let toml = format!(
+        "[bus]\nbackend = \"kafka\"\npartitions = 4\n[bus.topics]\n{topics}\n[bus.kafka]\nbrokers = \"{}\"\n\
+         [bus.kafka.properties]\n\
+         # tansu 0.6 returns nothing for a fetch that starts inside a record batch.\n\
+         \"batch.num.messages\" = \"1\"\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n",
+        kafka_brokers()
+    );
+    std::fs::write(&path, toml).expect("write kafka config");
+    path
+}
+
+/// Reads every record of `topic` with a Kafka client that is not meterstack (PyPI's
+/// confluent-kafka), until `at_least` records arrived and the topic is quiet, or 60 s pass.
+/// Returns one JSON object per record: key, headers, value (text).
+pub(crate) fn kafka_read_all(topic: &str, at_least: usize) -> Vec<serde_json::Value> {
+    let script = r#"
+import json, sys, time, uuid
+from confluent_kafka import Consumer
+brokers, topic, at_least = sys.argv[1], sys.argv[2], int(sys.argv[3])
+c = Consumer({"bootstrap.servers": brokers, "group.id": "plain-" + uuid.uuid4().hex,
+              "auto.offset.reset": "earliest", "enable.auto.commit": False})
+c.subscribe([topic])
+out, deadline, quiet = [], time.time() + 60, 0
+while time.time() < deadline:
+    m = c.poll(1.0)
+    if m is None:
+        quiet += 1
+        if len(out) >= at_least and quiet >= 3:
+            break
+        continue
+    if m.error():
+        continue
+    quiet = 0
+    out.append({"key": (m.key() or b"").decode(), "partition": m.partition(), "offset": m.offset(),
+                "headers": {k: v.decode() for k, v in (m.headers() or [])},
+                "value": (m.value() or b"").decode("utf-8", "replace")})
+c.close()
+for o in out:
+    print(json.dumps(o))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &kafka_brokers(), topic, &at_least.to_string()])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "confluent-kafka consumer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
 }

@@ -10,6 +10,7 @@ mod config;
 mod crash;
 mod duckdb;
 mod harness;
+mod kafka;
 mod malformed;
 mod path;
 mod query;

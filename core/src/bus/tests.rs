@@ -170,15 +170,7 @@ pub(crate) async fn per_key_order(open: Backend, dir: &Path, topic: &str) {
     assert_eq!(partitions.len(), 1);
 }
 
-/// `keeps_empty_group_offsets`: whether the backend remembers a group's committed offsets
-/// while the group has no member (Kafka and the embedded bus do; tansu 0.6, the Kafka-protocol
-/// broker the tests run, forgets them, so after a full restart it re-delivers from the start).
-pub(crate) async fn at_least_once_across_a_killed_consumer(
-    open: Backend,
-    dir: &Path,
-    topic: &str,
-    keeps_empty_group_offsets: bool,
-) {
+pub(crate) async fn at_least_once_across_a_killed_consumer(open: Backend, dir: &Path, topic: &str) {
     let bus = open(dir.to_owned(), topic.to_owned()).await;
     let n = 600u64;
     bus.append(
@@ -318,7 +310,7 @@ pub(crate) async fn groups_share_partitions(open: Backend, dir: &Path, topic: &s
 }
 
 macro_rules! suite {
-    ($module:ident, $backend:expr, $keeps_empty_group_offsets:expr) => {
+    ($module:ident, $backend:expr) => {
         mod $module {
             use super::*;
 
@@ -335,7 +327,6 @@ macro_rules! suite {
                     $backend,
                     dir.path(),
                     &unique("t.alo"),
-                    $keeps_empty_group_offsets,
                 )
                 .await;
             }
@@ -349,8 +340,8 @@ macro_rules! suite {
     };
 }
 
-suite!(embedded_suite, embedded, true);
-suite!(kafka_suite, kafka, true);
+suite!(embedded_suite, embedded);
+suite!(kafka_suite, kafka);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_retention_by_size_and_age_skips_lagging_groups_ahead() {

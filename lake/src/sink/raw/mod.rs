@@ -25,8 +25,8 @@ use chrono::NaiveDate;
 use meterstack_core::backoff::Backoff;
 use meterstack_core::bus::{Bus, Delivery, Subscription, headers};
 use meterstack_core::metrics::{
-    LAKE_FILES_WRITTEN, LAKE_WRITE_ERRORS, READINGS_ACCEPTED, READINGS_REJECTED, READINGS_WRITTEN,
-    REJECTS_WRITTEN,
+    BUS_ERRORS, LAKE_FILES_WRITTEN, LAKE_WRITE_ERRORS, READINGS_ACCEPTED, READINGS_REJECTED,
+    READINGS_WRITTEN, REJECTS_WRITTEN,
 };
 use meterstack_core::reading::{self, Reading};
 use meterstack_core::wire::{DecodeConfig, Decoder};
@@ -120,7 +120,17 @@ impl RawSink {
                     .saturating_sub(last_flush.elapsed())
                     .clamp(Duration::from_millis(1), Duration::from_millis(250))
             };
-            let deliveries = self.subscription.poll(self.config.poll_max, wait).await?;
+            let deliveries = match self.subscription.poll(self.config.poll_max, wait).await {
+                Ok(d) => d,
+                Err(e) => {
+                    // A bus hiccup (a Kafka rebalance, a broker restart): nothing was taken,
+                    // so try again after a pause.
+                    metrics::counter!(BUS_ERRORS, "op" => "poll").increment(1);
+                    warn!(error = %e, "bus poll failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
             let caught_up = deliveries.is_empty();
             for delivery in deliveries {
                 self.ingest(delivery);
@@ -204,7 +214,13 @@ impl RawSink {
             counter.increment(file.rows as u64);
             debug!(path = %file.path, rows = file.rows, "lake file written");
         }
-        self.subscription.commit().await?;
+        // The files are stored: keep trying to commit, or they would be written again.
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        while let Err(e) = self.subscription.commit().await {
+            metrics::counter!(BUS_ERRORS, "op" => "commit").increment(1);
+            warn!(error = %e, retry_in_ms = backoff.next_delay().as_millis() as u64, "bus commit failed; retrying");
+            backoff.wait().await;
+        }
         Ok(())
     }
 
