@@ -1,5 +1,6 @@
 //! The `meterstack` binary: every role of the platform behind one command line.
 
+mod bench;
 mod bus_cmd;
 mod config;
 mod run;
@@ -40,6 +41,9 @@ enum Command {
     /// Inspect the bus.
     #[command(subcommand)]
     Bus(bus_cmd::BusCommand),
+    /// Measure throughput (see docs/BENCHMARKS.md; use a release build).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +79,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&cli.overrides)?;
             telemetry::init_logging(&config.log.filter);
             runtime()?.block_on(run::run(config, &roles.into_iter().collect()))
+        }
+        Command::Bench(command) => {
+            let config = Config::load(&cli.overrides)?;
+            telemetry::init_logging("warn");
+            runtime()?.block_on(bench::run(command, &config))
         }
         Command::Bus(command) => {
             let config = Config::load(&cli.overrides)?;

@@ -79,6 +79,10 @@ pub(crate) fn init_metrics() -> anyhow::Result<PrometheusHandle> {
     for (name, help) in COUNTERS {
         metrics::describe_counter!(name, help);
     }
+    metrics::describe_histogram!(
+        m::BRIDGE_APPEND_SECONDS,
+        "Seconds acknowledged MQTT messages wait in the broker before the bus holds them"
+    );
     metrics::describe_gauge!(
         m::BUS_CONSUMER_LAG,
         "Records appended but not committed, by topic and group"

@@ -15,7 +15,9 @@ use chrono::Utc;
 use futures::FutureExt;
 use meterstack_core::backoff::Backoff;
 use meterstack_core::bus::{Bus, Record, headers};
-use meterstack_core::metrics::{BRIDGE_ERRORS, MESSAGES_RECEIVED, MQTT_OVERWRITTEN};
+use meterstack_core::metrics::{
+    BRIDGE_APPEND_SECONDS, BRIDGE_ERRORS, MESSAGES_RECEIVED, MQTT_OVERWRITTEN,
+};
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
 use tokio_util::sync::CancellationToken;
@@ -44,10 +46,13 @@ impl std::fmt::Debug for Bridge {
     }
 }
 
-/// Whether the link asked to be woken after this batch.
+/// What the bridge took from the link in one go.
 struct Batch {
     records: Vec<Record>,
+    /// Whether the link asked to be woken after this batch.
     wake: bool,
+    /// When the first message of the batch reached the bridge.
+    started: std::time::Instant,
 }
 
 impl Bridge {
@@ -116,6 +121,7 @@ impl Bridge {
         let mut batch = Batch {
             records: Vec::new(),
             wake: false,
+            started: std::time::Instant::now(),
         };
         let mut next = first;
         loop {
@@ -172,6 +178,10 @@ impl Bridge {
                 backoff.wait().await;
             }
             metrics::counter!(MESSAGES_RECEIVED).increment(n);
+            // How long acknowledged messages lived only in rumqttd's memory (from the bridge's
+            // receipt; rumqttd's router adds microseconds before that).
+            metrics::histogram!(BRIDGE_APPEND_SECONDS)
+                .record(batch.started.elapsed().as_secs_f64());
         }
         if batch.wake
             && let Err(e) = self.link_rx.wake().await

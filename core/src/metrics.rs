@@ -42,3 +42,6 @@ pub const BUS_RETENTION_SKIPPED: &str = "meterstack_bus_retention_skipped_total"
 pub const BUS_CORRUPT_RECORDS: &str = "meterstack_bus_corrupt_records_total";
 /// Failed bus operations of a consumer (retried), labelled `op` (`poll`, `commit`).
 pub const BUS_ERRORS: &str = "meterstack_bus_errors_total";
+/// Seconds from the bridge receiving a batch of acknowledged MQTT messages to the bus holding
+/// it: the window in which an acknowledged message exists only in rumqttd's memory.
+pub const BRIDGE_APPEND_SECONDS: &str = "meterstack_bridge_append_seconds";
