@@ -30,6 +30,7 @@ fn compose_environment_is_valid_configuration() {
     let config: toml::Value = toml::from_str(&String::from_utf8_lossy(&out.stdout)).expect("toml");
     assert_eq!(config["mqtt"]["listen"].as_str(), Some("0.0.0.0:1883"));
     assert_eq!(config["http"]["listen"].as_str(), Some("0.0.0.0:8080"));
+    assert!(vars.iter().all(|(k, _)| !k.is_empty()));
     for port in ["\"1883:1883\"", "\"8080:8080\""] {
         assert!(COMPOSE.contains(port), "compose publishes {port}");
     }
@@ -43,7 +44,7 @@ fn compose_commands_parse() {
         .filter_map(|l| l.trim().strip_prefix("command: "))
         .map(|c| serde_json::from_str(c).expect("commands are JSON arrays"))
         .collect();
-    assert_eq!(commands.len(), 2);
+    assert_eq!(commands.len(), 3, "broker, lake and simulator");
     for args in commands {
         let out = bin().args(&args).arg("--help").output().expect("runs");
         assert!(
