@@ -11,7 +11,7 @@
 //! process; committed offsets survive restarts. Appends and commits are write transactions,
 //! made durable per `fsync`: `always` (fsync before returning) or `interval` (fsync at most
 //! every `fsync_interval`, so a crash can lose that much). A maintenance thread applies
-//! retention by age and by size per partition; a consumer whose position was retained away
+//! retention ([`Retention`]) by age and by size per partition; a consumer whose position was retained away
 //! skips ahead and the skip is counted. Only one process may open the database: to run roles
 //! in separate processes, use Kafka.
 
@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
-use super::{Bus, Delivery, Error, Record, Result, Subscription, codec, partition_for};
+use super::{Bus, Delivery, Error, Record, Result, Retention, Subscription, codec, partition_for};
 use crate::metrics::{
     BUS_CONSUMER_LAG, BUS_CORRUPT_RECORDS, BUS_RECORDS_APPENDED, BUS_RECORDS_CONSUMED,
     BUS_RETENTION_DELETED, BUS_RETENTION_SKIPPED,
@@ -62,12 +62,7 @@ pub struct EmbeddedConfig {
     /// With `fsync = "interval"`: the longest a write stays only in memory.
     #[serde(with = "crate::duration")]
     pub fsync_interval: Duration,
-    /// Records older than this (by receive time) are deleted.
-    #[serde(with = "crate::duration")]
-    pub retention_age: Duration,
-    /// Each partition keeps at most this many bytes; the oldest records go first.
-    pub retention_bytes: u64,
-    /// How often retention runs.
+    /// How often retention (`[bus.retention]`) runs.
     #[serde(with = "crate::duration")]
     pub retention_interval: Duration,
 }
@@ -78,8 +73,6 @@ impl Default for EmbeddedConfig {
             path: None,
             fsync: Fsync::Always,
             fsync_interval: Duration::from_millis(100),
-            retention_age: Duration::from_secs(7 * 86_400),
-            retention_bytes: 1 << 30,
             retention_interval: Duration::from_secs(60),
         }
     }
@@ -103,6 +96,7 @@ pub struct EmbeddedBus {
 struct Inner {
     db: Database,
     config: EmbeddedConfig,
+    retention: Retention,
     partitions: u32,
     /// Serialises write transactions with the in-memory state they update.
     write: Mutex<()>,
@@ -160,8 +154,14 @@ fn storage(e: impl Into<redb::Error>) -> Error {
 }
 
 impl EmbeddedBus {
-    /// Opens (or creates) the log at `file`; new topics get `partitions` partitions.
-    pub fn open(file: &Path, config: EmbeddedConfig, partitions: u32) -> Result<Self> {
+    /// Opens (or creates) the log at `file`; new topics get `partitions` partitions; records
+    /// are kept per `retention`.
+    pub fn open(
+        file: &Path,
+        config: EmbeddedConfig,
+        partitions: u32,
+        retention: Retention,
+    ) -> Result<Self> {
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))?;
@@ -215,6 +215,7 @@ impl EmbeddedBus {
         let inner = Arc::new(Inner {
             db,
             config,
+            retention,
             partitions: partitions.max(1),
             write: Mutex::new(()),
             state: Mutex::new(state),
@@ -439,8 +440,7 @@ impl Inner {
 
     fn apply_retention(&self) -> Result<()> {
         let cutoff = (Utc::now()
-            - chrono::TimeDelta::from_std(self.config.retention_age)
-                .unwrap_or(chrono::TimeDelta::MAX))
+            - chrono::TimeDelta::from_std(self.retention.age).unwrap_or(chrono::TimeDelta::MAX))
         .timestamp_micros();
         let topics: Vec<(String, Vec<PartStats>)> = lock(&self.state)
             .topics
@@ -474,7 +474,7 @@ impl Inner {
                         let (key, value) = entry.map_err(storage)?;
                         let value = value.value();
                         let old = codec::timestamp_micros(value).is_none_or(|ts| ts < cutoff);
-                        if !(old || bytes > self.config.retention_bytes) {
+                        if !(old || bytes > self.retention.bytes) {
                             break;
                         }
                         bytes -= value.len() as u64;

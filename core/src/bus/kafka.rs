@@ -8,8 +8,8 @@
 //!   commits, synchronously, the offsets after the records this consumer has polled, for the
 //!   partitions it still owns. A consumer that dies, or loses a partition in a rebalance,
 //!   before committing, leaves those records to be delivered again (at-least-once).
-//! - Topics are created at start with `bus.partitions` partitions and
-//!   `bus.kafka.replication` replicas (an existing topic is left as it is).
+//! - Topics are created at start with `bus.partitions` partitions, `bus.kafka.replication`
+//!   replicas and the `[bus.retention]` limits (an existing topic is left as it is).
 //! - Anything in `bus.kafka.properties` is passed to librdkafka as is: TLS (`security.protocol`,
 //!   `ssl.*`), SASL (`sasl.*`), timeouts.
 //!
@@ -34,7 +34,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::{Bus, Delivery, Error, Record, Result, Subscription};
+use super::{Bus, Delivery, Error, Record, Result, Retention, Subscription};
 use crate::metrics::{BUS_CONSUMER_LAG, BUS_RECORDS_APPENDED, BUS_RECORDS_CONSUMED};
 
 /// Section `[bus.kafka]` of `meterstack.toml`.
@@ -99,7 +99,12 @@ impl KafkaConfig {
 
 impl KafkaBus {
     /// Connects, and creates `topics` with `partitions` partitions where they do not exist.
-    pub async fn connect(config: KafkaConfig, topics: &[&str], partitions: u32) -> Result<Self> {
+    pub async fn connect(
+        config: KafkaConfig,
+        topics: &[&str],
+        partitions: u32,
+        retention: &Retention,
+    ) -> Result<Self> {
         let producer: FutureProducer = config
             .client()
             .set("enable.idempotence", "true")
@@ -111,9 +116,15 @@ impl KafkaBus {
             .map_err(kafka)?;
         let admin: AdminClient<DefaultClientContext> = config.client().create().map_err(kafka)?;
         let partitions = i32::try_from(partitions.max(1)).unwrap_or(i32::MAX);
+        let retention_ms = retention.age.as_millis().to_string();
+        let retention_bytes = retention.bytes.to_string();
         let new: Vec<NewTopic<'_>> = topics
             .iter()
-            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(config.replication)))
+            .map(|t| {
+                NewTopic::new(t, partitions, TopicReplication::Fixed(config.replication))
+                    .set("retention.ms", &retention_ms)
+                    .set("retention.bytes", &retention_bytes)
+            })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(config.timeout));
         for result in admin.create_topics(&new, &options).await.map_err(kafka)? {

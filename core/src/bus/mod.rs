@@ -176,6 +176,27 @@ pub enum BusBackend {
     Kafka,
 }
 
+/// Section `[bus.retention]`: how long topics keep records, on either backend (the embedded
+/// log enforces it; Kafka topics are created with `retention.ms` and `retention.bytes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Records older than this (by receive time) are deleted.
+    #[serde(with = "crate::duration")]
+    pub age: Duration,
+    /// Each partition keeps at most this many bytes; the oldest records go first.
+    pub bytes: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            age: Duration::from_secs(7 * 86_400),
+            bytes: 1 << 30,
+        }
+    }
+}
+
 /// Section `[bus]` of `meterstack.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -186,6 +207,8 @@ pub struct BusConfig {
     pub partitions: u32,
     /// Topic names.
     pub topics: TopicNames,
+    /// How long topics keep records.
+    pub retention: Retention,
     /// Settings of the `embedded` backend.
     pub embedded: embedded::EmbeddedConfig,
     /// Settings of the `kafka` backend.
@@ -198,6 +221,7 @@ impl Default for BusConfig {
             backend: BusBackend::default(),
             partitions: 8,
             topics: TopicNames::default(),
+            retention: Retention::default(),
             embedded: embedded::EmbeddedConfig::default(),
             kafka: kafka::KafkaConfig::default(),
         }
@@ -213,10 +237,16 @@ impl BusConfig {
                 &self.embedded.file(data_dir),
                 self.embedded.clone(),
                 self.partitions,
+                self.retention.clone(),
             )?),
             BusBackend::Kafka => Arc::new(
-                kafka::KafkaBus::connect(self.kafka.clone(), &self.topics.all(), self.partitions)
-                    .await?,
+                kafka::KafkaBus::connect(
+                    self.kafka.clone(),
+                    &self.topics.all(),
+                    self.partitions,
+                    &self.retention,
+                )
+                .await?,
             ),
         })
     }

@@ -21,7 +21,13 @@ pub(crate) type Backend = fn(PathBuf, String) -> BoxFuture<'static, Arc<dyn Bus>
 fn embedded(dir: PathBuf, _topic: String) -> BoxFuture<'static, Arc<dyn Bus>> {
     Box::pin(async move {
         Arc::new(
-            EmbeddedBus::open(&dir.join("log.redb"), EmbeddedConfig::default(), 4).expect("open"),
+            EmbeddedBus::open(
+                &dir.join("log.redb"),
+                EmbeddedConfig::default(),
+                4,
+                Retention::default(),
+            )
+            .expect("open"),
         ) as Arc<dyn Bus>
     })
 }
@@ -49,7 +55,7 @@ fn kafka(_dir: PathBuf, topic: String) -> BoxFuture<'static, Arc<dyn Bus>> {
             ..KafkaConfig::default()
         };
         Arc::new(
-            KafkaBus::connect(config, &[&topic], 4)
+            KafkaBus::connect(config, &[&topic], 4, &Retention::default())
                 .await
                 .expect("connect to kafka"),
         ) as Arc<dyn Bus>
@@ -346,14 +352,17 @@ suite!(kafka_suite, kafka);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_retention_by_size_and_age_skips_lagging_groups_ahead() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let retention = Retention {
+        bytes: 2_000,
+        ..Retention::default()
+    };
     let config = EmbeddedConfig {
-        retention_bytes: 2_000,
         // Retention runs when the test says so.
         retention_interval: Duration::from_secs(3600),
         fsync: Fsync::Interval,
         ..EmbeddedConfig::default()
     };
-    let bus = EmbeddedBus::open(&dir.path().join("log.redb"), config, 1).expect("open");
+    let bus = EmbeddedBus::open(&dir.path().join("log.redb"), config, 1, retention).expect("open");
     let mut lagging = bus.subscribe("t", "lagging").await.expect("subscribe");
     // One partition: every record shares it. Each encoded record is about 50 bytes.
     bus.append("t", (0..200).map(|i| record("m", i)).collect())
@@ -392,10 +401,12 @@ async fn embedded_topics_keep_their_partition_count_across_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("log.redb");
     {
-        let bus = EmbeddedBus::open(&file, EmbeddedConfig::default(), 3).expect("open");
+        let bus = EmbeddedBus::open(&file, EmbeddedConfig::default(), 3, Retention::default())
+            .expect("open");
         bus.append("t", vec![record("a", 1)]).await.expect("append");
     }
-    let bus = EmbeddedBus::open(&file, EmbeddedConfig::default(), 16).expect("reopen");
+    let bus = EmbeddedBus::open(&file, EmbeddedConfig::default(), 16, Retention::default())
+        .expect("reopen");
     bus.append("t", vec![record("a", 2)]).await.expect("append");
     let mut sub = bus.subscribe("t", "g").await.expect("subscribe");
     let got = poll_n(&mut sub, 2).await;

@@ -5,7 +5,7 @@ use arrow::datatypes::{Float64Type, UInt32Type};
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use meterstack_core::bus::embedded::{EmbeddedBus, EmbeddedConfig};
-use meterstack_core::bus::{Bus, Record};
+use meterstack_core::bus::{Bus, Record, Retention};
 use object_store::memory::InMemory;
 
 use super::*;
@@ -35,8 +35,13 @@ async fn query(lake: &Lake, sql: &str) -> Vec<RecordBatch> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn good_readings_and_rejects_land_in_their_tables_after_drain() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let bus =
-        EmbeddedBus::open(&dir.path().join("log.redb"), EmbeddedConfig::default(), 2).expect("bus");
+    let bus = EmbeddedBus::open(
+        &dir.path().join("log.redb"),
+        EmbeddedConfig::default(),
+        2,
+        Retention::default(),
+    )
+    .expect("bus");
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let config = RawSinkConfig {
         flush_interval: Duration::from_secs(3600),
@@ -132,8 +137,13 @@ async fn good_readings_and_rejects_land_in_their_tables_after_drain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_payloads_are_kept_cut_to_the_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let bus =
-        EmbeddedBus::open(&dir.path().join("log.redb"), EmbeddedConfig::default(), 2).expect("bus");
+    let bus = EmbeddedBus::open(
+        &dir.path().join("log.redb"),
+        EmbeddedConfig::default(),
+        2,
+        Retention::default(),
+    )
+    .expect("bus");
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let config = RawSinkConfig {
         rejected_payload_max_bytes: 16,
