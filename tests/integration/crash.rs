@@ -4,9 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chrono::{SecondsFormat, Utc};
-
-use crate::harness::{Meterstack, bin, spawn_mosquitto_pub_lines};
+use crate::harness::{Meterstack, bin, spawn_fleet};
 
 const METERS: u64 = 10;
 const PER_METER: u64 = 10_000;
@@ -15,16 +13,7 @@ const PER_METER: u64 = 10_000;
 fn kill_9_during_ingest_loses_nothing_that_reached_the_bus() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ms = Meterstack::start(dir.path(), &[]);
-    let ts = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
-    let publishers: Vec<_> = (0..METERS)
-        .map(|m| {
-            let lines: Vec<String> = (0..PER_METER)
-                .map(|i| format!(r#"{{"ts":"{ts}","import_wh":{i},"seq":{i}}}"#))
-                .collect();
-            let (topic, id) = (format!("meters/c-{m}/readings"), format!("c-{m}"));
-            spawn_mosquitto_pub_lines(ms.mqtt_port, &topic, &id, lines)
-        })
-        .collect();
+    let publishers = spawn_fleet(ms.mqtt_port, "c", METERS, PER_METER);
     // Mid-ingest: a good part has arrived, the rest is still coming.
     let received = ms.wait_metric(
         "meterstack_messages_received_total",

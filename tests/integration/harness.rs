@@ -265,6 +265,29 @@ pub(crate) fn spawn_mosquitto_pub_lines(
     child
 }
 
+/// `n` readings as wire-format lines, stamped now, with `seq` and `import_wh` 0..n.
+pub(crate) fn reading_lines(n: u64) -> Vec<String> {
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    (0..n)
+        .map(|i| format!(r#"{{"ts":"{ts}","import_wh":{i},"seq":{i}}}"#))
+        .collect()
+}
+
+/// One `mosquitto_pub -l` per meter `{prefix}-0…`, each publishing `per_meter` readings.
+pub(crate) fn spawn_fleet(port: u16, prefix: &str, meters: u64, per_meter: u64) -> Vec<Child> {
+    (0..meters)
+        .map(|m| {
+            let id = format!("{prefix}-{m}");
+            spawn_mosquitto_pub_lines(
+                port,
+                &format!("meters/{id}/readings"),
+                &id,
+                reading_lines(per_meter),
+            )
+        })
+        .collect()
+}
+
 /// Publishes each of `messages` as one MQTT message (`mosquitto_pub -l`) on one connection;
 /// returns whether mosquitto_pub reported success.
 pub(crate) fn mosquitto_pub_lines(

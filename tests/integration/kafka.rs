@@ -4,21 +4,14 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 
 use crate::harness::{
-    Meterstack, kafka_config, kafka_read_all, mosquitto_pub_lines, spawn_mosquitto_pub_lines,
+    Meterstack, kafka_config, kafka_read_all, mosquitto_pub_lines, reading_lines, spawn_fleet,
 };
 
 fn unique() -> String {
     format!("{:x}-{}", Utc::now().timestamp_micros(), std::process::id())
-}
-
-fn reading_lines(n: u64) -> Vec<String> {
-    let ts = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
-    (0..n)
-        .map(|i| format!(r#"{{"ts":"{ts}","import_wh":{i},"seq":{i}}}"#))
-        .collect()
 }
 
 #[test]
@@ -86,12 +79,7 @@ fn kill_9_of_a_separate_sink_process_on_kafka_loses_nothing() {
 
     const METERS: u64 = 10;
     const PER_METER: u64 = 10_000;
-    let publishers: Vec<_> = (0..METERS)
-        .map(|m| {
-            let (topic, id) = (format!("meters/q-{m}/readings"), format!("q-{m}"));
-            spawn_mosquitto_pub_lines(broker.mqtt_port, &topic, &id, reading_lines(PER_METER))
-        })
-        .collect();
+    let publishers = spawn_fleet(broker.mqtt_port, "q", METERS, PER_METER);
     let written = sink.wait_metric(
         "meterstack_readings_written_total{zone=\"raw\"}",
         Duration::from_secs(180),

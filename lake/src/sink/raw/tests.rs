@@ -23,6 +23,16 @@ fn message(topic: &str, payload: &str) -> Record {
     }
 }
 
+fn bus(dir: &std::path::Path) -> EmbeddedBus {
+    EmbeddedBus::open(
+        &dir.join("log.redb"),
+        EmbeddedConfig::default(),
+        2,
+        Retention::default(),
+    )
+    .expect("bus")
+}
+
 async fn query(lake: &Lake, sql: &str) -> Vec<RecordBatch> {
     lake.plan(sql)
         .await
@@ -35,13 +45,7 @@ async fn query(lake: &Lake, sql: &str) -> Vec<RecordBatch> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn good_readings_and_rejects_land_in_their_tables_after_drain() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let bus = EmbeddedBus::open(
-        &dir.path().join("log.redb"),
-        EmbeddedConfig::default(),
-        2,
-        Retention::default(),
-    )
-    .expect("bus");
+    let bus = bus(dir.path());
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let config = RawSinkConfig {
         flush_interval: Duration::from_secs(3600),
@@ -137,13 +141,7 @@ async fn good_readings_and_rejects_land_in_their_tables_after_drain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_payloads_are_kept_cut_to_the_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let bus = EmbeddedBus::open(
-        &dir.path().join("log.redb"),
-        EmbeddedConfig::default(),
-        2,
-        Retention::default(),
-    )
-    .expect("bus");
+    let bus = bus(dir.path());
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let config = RawSinkConfig {
         rejected_payload_max_bytes: 16,
