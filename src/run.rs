@@ -92,17 +92,25 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let raw_topic = config.bus.topics.readings_raw.clone();
-    let bus = config
-        .bus
-        .build(&config.data_dir)
-        .await
-        .context("cannot open the bus")?;
+    // Only the broker and the sink use the bus; an api-only process must not hold the
+    // embedded log's lock.
+    let bus = if roles.contains(&Role::Broker) || roles.contains(&Role::Sink) {
+        Some(
+            config
+                .bus
+                .build(&config.data_dir)
+                .await
+                .context("cannot open the bus")?,
+        )
+    } else {
+        None
+    };
     let store = config.lake.build(&config.data_dir)?;
 
     // Data flows broker → sink → lake → api; tasks are listed in that order for shutdown.
     let mut tasks: Vec<Task> = Vec::new();
 
-    let sink_task = if roles.contains(&Role::Sink) {
+    let sink_task = if let (true, Some(bus)) = (roles.contains(&Role::Sink), &bus) {
         let sink = config
             .lake
             .raw_sink
@@ -141,7 +149,7 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
     }
 
     let mut mqtt_addr = None;
-    if roles.contains(&Role::Broker) {
+    if let (true, Some(bus)) = (roles.contains(&Role::Broker), &bus) {
         let broker = config.mqtt.start(bus.clone(), &raw_topic).await?;
         mqtt_addr = Some(broker.addr);
         tasks.push(Task::spawn("MQTT broker", |stop| {
@@ -189,7 +197,10 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
     for task in tasks {
         if task.name == "HTTP" {
             // Everything before HTTP has drained: make the bus durable before the last step.
-            if let Err(e) = bus.flush().await {
+            if let Some(Err(e)) = match &bus {
+                Some(bus) => Some(bus.flush().await),
+                None => None,
+            } {
                 error!(error = %e, "bus flush at shutdown failed");
                 ok = false;
             }

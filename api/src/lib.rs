@@ -65,6 +65,7 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         router = router.route("/api/v1/query", post(query::handle));
     }
     router
+        .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes))
         .layer(middleware::from_fn(count_requests))
         .with_state(state)
@@ -101,6 +102,14 @@ impl Server {
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
     }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint in this process (POST /api/v1/query needs the api role)",
+    )
 }
 
 async fn healthz() -> Json<serde_json::Value> {

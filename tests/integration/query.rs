@@ -71,3 +71,31 @@ fn bad_queries_get_a_status_and_a_json_error() {
     assert_eq!((status, got), (200, serde_json::json!([])));
     assert!(ms.metric("meterstack_queries_total{outcome=\"invalid\"}") >= 11.0);
 }
+
+#[test]
+fn an_api_only_process_serves_the_same_lake_beside_a_running_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Meterstack::start(dir.path(), &[]);
+    let lines = crate::harness::reading_lines(10);
+    assert!(crate::harness::mosquitto_pub_lines(
+        up.mqtt_port,
+        "meters/a-1/readings",
+        "a-1",
+        &lines
+    ));
+    assert_eq!(up.wait_for_count("raw_readings", 10), 10);
+    // The api role needs no bus, so it does not contend for the embedded log `up` holds.
+    let api = Meterstack::launch(dir.path(), &["run", "--roles", "api"], &[]);
+    assert_eq!(api.mqtt_port, 0, "no broker in an api-only process");
+    assert_eq!(api.count("raw_readings"), 10);
+    assert_eq!(api.get("/readyz").0, 200);
+    let broker_dir = dir.path().join("broker");
+    std::fs::create_dir_all(&broker_dir).expect("mkdir");
+    let broker_only = Meterstack::launch(&broker_dir, &["run", "--roles", "broker"], &[]);
+    let (status, body) = broker_only.query("SELECT 1");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "no query endpoint without the api role"
+    );
+}
