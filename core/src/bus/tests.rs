@@ -428,3 +428,42 @@ fn partitioning_is_stable() {
         .collect();
     assert_eq!(spread.len(), 8, "keys spread over every partition");
 }
+
+/// Kafka enforces retention itself; meterstack's part is to create every topic with the
+/// configured limits. Read them back with the admin API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_topics_are_created_with_the_retention_setting() {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+
+    let brokers = std::env::var("METERSTACK_TEST_KAFKA")
+        .expect("METERSTACK_TEST_KAFKA=HOST:PORT must name a Kafka-protocol broker (scripts/test starts one)");
+    let topic = unique("t.retention");
+    let retention = Retention {
+        age: Duration::from_secs(3 * 3600),
+        bytes: 12_345_678,
+    };
+    let config = KafkaConfig {
+        brokers: brokers.clone(),
+        ..KafkaConfig::default()
+    };
+    KafkaBus::connect(config, &[&topic], 2, &retention)
+        .await
+        .expect("connect");
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("admin client");
+    let results = admin
+        .describe_configs(&[ResourceSpecifier::Topic(&topic)], &AdminOptions::new())
+        .await
+        .expect("describe configs");
+    let resource = results
+        .into_iter()
+        .next()
+        .expect("one result")
+        .expect("topic config");
+    let value = |name: &str| resource.get(name).and_then(|e| e.value.clone());
+    assert_eq!(value("retention.ms").as_deref(), Some("10800000"));
+    assert_eq!(value("retention.bytes").as_deref(), Some("12345678"));
+}
