@@ -186,6 +186,7 @@ impl Bus for KafkaBus {
             group: group.to_owned(),
             polled: HashMap::new(),
             timeout: self.config.timeout,
+            lag_exported: None,
         }))
     }
 
@@ -206,7 +207,12 @@ struct KafkaSubscription {
     /// Next offset to commit per partition: one past the last record polled.
     polled: HashMap<i32, i64>,
     timeout: Duration,
+    /// When lag was last exported: asking the brokers for every partition's high watermark
+    /// costs a round trip each, so it is done at most every [`LAG_EVERY`].
+    lag_exported: Option<std::time::Instant>,
 }
+
+const LAG_EVERY: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for KafkaSubscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -278,6 +284,10 @@ impl Subscription for KafkaSubscription {
         let group = self.group.clone();
         let polled = std::mem::take(&mut self.polled);
         let timeout = self.timeout;
+        let export_lag = self.lag_exported.is_none_or(|t| t.elapsed() >= LAG_EVERY);
+        if export_lag {
+            self.lag_exported = Some(std::time::Instant::now());
+        }
         tokio::task::spawn_blocking(move || -> Result<()> {
             let owned = consumer.assignment().map_err(kafka)?;
             let mut list = TopicPartitionList::new();
@@ -298,6 +308,9 @@ impl Subscription for KafkaSubscription {
                     )) => warn!(topic, group, %code, "commit lost to a rebalance; records will be delivered again"),
                     Err(e) => return Err(kafka(e)),
                 }
+            }
+            if !export_lag {
+                return Ok(());
             }
             // Lag of the partitions this consumer owns.
             let mut lag = 0i64;
