@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use meterstack_core::bus::{BusBackend, Record};
+use meterstack_core::bus::Record;
 use serde_json::json;
 
 use crate::config::Config;
@@ -42,14 +42,11 @@ pub(crate) async fn run(command: BenchCommand, config: &Config) -> anyhow::Resul
             batch,
             keys,
         } => {
-            let bus = config.bus.build(&config.data_dir).await?;
+            // A fresh topic, configured so that the Kafka backend creates it.
             let topic = format!("bench.{}", Utc::now().timestamp_micros());
-            if config.bus.backend == BusBackend::Kafka {
-                // Kafka topics are created by the backend only for configured names.
-                let mut kafka = config.bus.clone();
-                kafka.topics.readings_raw.clone_from(&topic);
-                drop(kafka.build(&config.data_dir).await?);
-            }
+            let mut bus_config = config.bus.clone();
+            bus_config.topics.readings_raw.clone_from(&topic);
+            let bus = bus_config.build(&config.data_dir).await?;
             let payload = Bytes::from(vec![b'x'; bytes]);
             let started = Instant::now();
             let mut i = 0usize;

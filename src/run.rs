@@ -5,8 +5,8 @@
 //! `up` runs them all. Start order follows the data backwards (sink, API, then broker) so the
 //! process reports ready only when a reading can complete its path. Shutdown (SIGINT/SIGTERM)
 //! follows the data forwards: the MQTT gate closes every meter connection, the bridge drains
-//! the broker onto the bus, the sink drains the bus and flushes Parquet, the bus flushes, then
-//! HTTP stops.
+//! the broker onto the bus, the sink drains the bus and flushes Parquet, HTTP stops, and the
+//! bus flushes.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -195,17 +195,14 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
         ok = false;
     }
     for task in tasks {
-        if task.name == "HTTP" {
-            // Everything before HTTP has drained: make the bus durable before the last step.
-            if let Some(Err(e)) = match &bus {
-                Some(bus) => Some(bus.flush().await),
-                None => None,
-            } {
-                error!(error = %e, "bus flush at shutdown failed");
-                ok = false;
-            }
-        }
         ok &= task.stop().await;
+    }
+    // Every writer has drained: make what it appended durable (a no-op under fsync "always").
+    if let Some(bus) = &bus
+        && let Err(e) = bus.flush().await
+    {
+        error!(error = %e, "bus flush at shutdown failed");
+        ok = false;
     }
     info!("shutdown complete");
     anyhow::ensure!(ok, "a component failed; see the log");

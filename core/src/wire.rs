@@ -203,11 +203,6 @@ impl Decoder {
         }
     }
 
-    /// The limits in force.
-    pub fn config(&self) -> &DecodeConfig {
-        &self.config
-    }
-
     /// Decodes one message received on `topic` at `received_at`.
     pub fn decode(&self, topic: &str, payload: &[u8], received_at: DateTime<Utc>) -> Decoded {
         let mut out = Decoded::default();
