@@ -10,6 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use meterstack_api::HttpConfig;
 use meterstack_broker::MqttConfig;
 use meterstack_core::bus::{BusBackend, BusConfig};
+use meterstack_core::store::StoreConfig;
 use meterstack_core::wire::DecodeConfig;
 use meterstack_lake::store::LakeConfig;
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,9 @@ pub(crate) const DEFAULT_FILE: &str = "meterstack.toml";
 pub(crate) struct Config {
     /// Directory for everything the process stores (the lake, by default).
     pub data_dir: PathBuf,
+    /// Development mode (flag `--dev`): meters may connect without credentials and unknown
+    /// meters are registered on first connect. Never in production.
+    pub dev: bool,
     /// Logging.
     pub log: LogConfig,
     /// The embedded MQTT broker.
@@ -36,18 +40,22 @@ pub(crate) struct Config {
     pub ingest: DecodeConfig,
     /// The lake.
     pub lake: LakeConfig,
+    /// The SQL store (registry, API keys).
+    pub store: StoreConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./data"),
+            dev: false,
             log: LogConfig::default(),
             mqtt: MqttConfig::default(),
             http: HttpConfig::default(),
             bus: BusConfig::default(),
             ingest: DecodeConfig::default(),
             lake: LakeConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -89,6 +97,9 @@ pub(crate) struct Overrides {
     /// Kafka bootstrap brokers, HOST:PORT[,…] (key `bus.kafka.brokers`)
     #[arg(long, global = true)]
     pub kafka_brokers: Option<String>,
+    /// SQL store URL, sqlite://… or postgres://… (key `store.url`)
+    #[arg(long, global = true)]
+    pub store_url: Option<String>,
 }
 
 impl Config {
@@ -128,6 +139,9 @@ impl Config {
         }
         if let Some(brokers) = &overrides.kafka_brokers {
             config.bus.kafka.brokers.clone_from(brokers);
+        }
+        if let Some(url) = &overrides.store_url {
+            config.store.url.clone_from(url);
         }
         Ok(config)
     }

@@ -2,7 +2,9 @@
 
 mod bench;
 mod bus_cmd;
+mod certs;
 mod config;
+mod registry_cmd;
 mod run;
 mod simulate;
 mod telemetry;
@@ -26,14 +28,31 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run every role in one process: MQTT broker, bus, raw-zone sink, HTTP API.
-    Up,
+    Up {
+        /// Development mode: accept meters without credentials and register unknown meters
+        /// (key `dev`). Never in production.
+        #[arg(long)]
+        dev: bool,
+    },
     /// Run some roles in this process, e.g. `--roles broker` here and `--roles sink,api`
     /// elsewhere, sharing a Kafka bus.
     Run {
         /// Roles to run
         #[arg(long, value_delimiter = ',', required = true)]
         roles: Vec<run::Role>,
+        /// Development mode (see `up --dev`).
+        #[arg(long)]
+        dev: bool,
     },
+    /// The meter registry: add, list, show, import from CSV, new secrets.
+    #[command(subcommand)]
+    Meters(registry_cmd::MetersCommand),
+    /// API keys: create, list, revoke.
+    #[command(subcommand)]
+    Keys(registry_cmd::KeysCommand),
+    /// The meter certificate authority: init-ca, issue, server, revoke, list.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Print the effective configuration (defaults, file, environment, flags) as TOML.
     Config,
     /// Publish readings from a simulated fleet of meters over MQTT.
@@ -70,15 +89,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Up => {
-            let config = Config::load(&cli.overrides)?;
+        Command::Up { dev } => {
+            let mut config = Config::load(&cli.overrides)?;
+            config.dev |= dev;
             telemetry::init_logging(&config.log.filter);
             runtime()?.block_on(run::run(config, &run::Role::ALL.into_iter().collect()))
         }
-        Command::Run { roles } => {
-            let config = Config::load(&cli.overrides)?;
+        Command::Run { roles, dev } => {
+            let mut config = Config::load(&cli.overrides)?;
+            config.dev |= dev;
             telemetry::init_logging(&config.log.filter);
             runtime()?.block_on(run::run(config, &roles.into_iter().collect()))
+        }
+        Command::Meters(command) => {
+            let config = Config::load(&cli.overrides)?;
+            telemetry::init_logging("warn");
+            runtime()?.block_on(registry_cmd::meters(command, &config))
+        }
+        Command::Keys(command) => {
+            let config = Config::load(&cli.overrides)?;
+            telemetry::init_logging("warn");
+            runtime()?.block_on(registry_cmd::keys(command, &config))
+        }
+        Command::Certs(command) => {
+            let config = Config::load(&cli.overrides)?;
+            telemetry::init_logging("warn");
+            runtime()?.block_on(certs::run(command, &config))
         }
         Command::Bench(command) => {
             let config = Config::load(&cli.overrides)?;

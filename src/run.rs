@@ -10,11 +10,14 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 use meterstack_api::AppState;
 use meterstack_core::health::Health;
+use meterstack_core::store::SqlStore;
+use meterstack_core::store::keys::Role as ApiRole;
 use meterstack_lake::query::Lake;
 use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -92,9 +95,17 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let raw_topic = config.bus.topics.readings_raw.clone();
-    // Only the broker and the sink use the bus; an api-only process must not hold the
-    // embedded log's lock.
-    let bus = if roles.contains(&Role::Broker) || roles.contains(&Role::Sink) {
+    let store = config
+        .store
+        .build(&config.data_dir)
+        .await
+        .context("cannot open the SQL store")?;
+    // The broker and the sink use the bus, and the API (commands to meters) when the bus is
+    // shared; an api-only process must not hold the embedded log's lock.
+    let needs_bus = roles.contains(&Role::Broker)
+        || roles.contains(&Role::Sink)
+        || config.bus.backend == meterstack_core::bus::BusBackend::Kafka;
+    let bus = if needs_bus {
         Some(
             config
                 .bus
@@ -105,7 +116,8 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
     } else {
         None
     };
-    let store = config.lake.build(&config.data_dir)?;
+    let lake_store = config.lake.build(&config.data_dir)?;
+    bootstrap_admin_key(&store, &config.data_dir).await?;
 
     // Data flows broker → sink → lake → api; tasks are listed in that order for shutdown.
     let mut tasks: Vec<Task> = Vec::new();
@@ -114,7 +126,7 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
         let sink = config
             .lake
             .raw_sink
-            .build(&config.ingest, bus.as_ref(), &raw_topic, store.clone())
+            .build(&config.ingest, bus.as_ref(), &raw_topic, lake_store.clone())
             .await?;
         health.set_ready("sink", true);
         Some(Task::spawn("raw sink", |stop| {
@@ -126,13 +138,16 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
 
     let state = AppState {
         lake: if roles.contains(&Role::Api) {
-            Some(Lake::new(store)?)
+            Some(Lake::new(lake_store)?)
         } else {
             None
         },
         health: health.clone(),
         metrics: Arc::new(move || metrics.render()),
         query: config.http.query.clone(),
+        store: store.clone(),
+        bus: bus.clone(),
+        topics: config.bus.topics.clone(),
     };
     let server = config
         .http
@@ -140,6 +155,7 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
     let http_addr = server.local_addr()?;
+    let https = server.is_tls();
     let http = Task::spawn("HTTP", |stop| {
         tokio::spawn(async move { server.serve(stop).await.map_err(anyhow::Error::from) })
     });
@@ -148,10 +164,18 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
         health.set_ready("api", true);
     }
 
-    let mut mqtt_addr = None;
+    let mut mqtt_addrs = None;
     if let (true, Some(bus)) = (roles.contains(&Role::Broker), &bus) {
-        let broker = config.mqtt.start(bus.clone(), &raw_topic).await?;
-        mqtt_addr = Some(broker.addr);
+        let broker = config
+            .mqtt
+            .start(meterstack_broker::BrokerDeps {
+                bus: bus.clone(),
+                topics: config.bus.topics.clone(),
+                store: store.clone(),
+                dev: config.dev,
+            })
+            .await?;
+        mqtt_addrs = Some(broker.addrs);
         tasks.push(Task::spawn("MQTT broker", |stop| {
             tokio::spawn(async move {
                 broker.run(stop).await;
@@ -163,7 +187,7 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
     tasks.extend(sink_task);
     tasks.push(http);
 
-    announce(mqtt_addr, http_addr, roles, &config);
+    announce(mqtt_addrs, http_addr, https, roles, &config);
 
     // Wait for a signal, or for any task to end (which is a failure: they run until stopped).
     let watch: Vec<_> = tasks
@@ -204,6 +228,7 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
         error!(error = %e, "bus flush at shutdown failed");
         ok = false;
     }
+    store.close().await;
     info!("shutdown complete");
     anyhow::ensure!(ok, "a component failed; see the log");
     Ok(())
@@ -217,8 +242,44 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
+/// On the first start, creates an admin API key, prints it once and writes it to
+/// `<data-dir>/admin-api-key` (mode 0600). Later starts find an admin key and do nothing.
 #[allow(clippy::print_stdout)]
-fn announce(mqtt: Option<SocketAddr>, http: SocketAddr, roles: &BTreeSet<Role>, config: &Config) {
+async fn bootstrap_admin_key(store: &SqlStore, data_dir: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if store.has_admin_key().await? {
+        return Ok(());
+    }
+    let (key, plaintext) = store
+        .create_api_key(ApiRole::Admin, "created on first start")
+        .await?;
+    let path = data_dir.join("admin-api-key");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{plaintext}")?;
+    file.sync_all()?;
+    warn!(key_id = %key.key_id, path = %path.display(), "created the first admin API key");
+    println!(
+        "meterstack admin API key (shown once; also in {}): {plaintext}",
+        path.display()
+    );
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn announce(
+    mqtt: Option<meterstack_broker::Addresses>,
+    http: SocketAddr,
+    https: bool,
+    roles: &BTreeSet<Role>,
+    config: &Config,
+) {
     let host = |addr: SocketAddr| {
         if addr.ip().is_unspecified() {
             format!("127.0.0.1:{}", addr.port())
@@ -227,15 +288,28 @@ fn announce(mqtt: Option<SocketAddr>, http: SocketAddr, roles: &BTreeSet<Role>, 
         }
     };
     let names: Vec<&str> = roles.iter().map(|r| role_name(*r)).collect();
-    info!(?mqtt, %http, roles = ?names, data_dir = %config.data_dir.display(), "meterstack is up");
+    info!(?mqtt, %http, https, roles = ?names, data_dir = %config.data_dir.display(), "meterstack is up");
     // One machine-readable line on stdout, for scripts and tests.
-    let mqtt = mqtt
-        .map(|a| format!(" mqtt={}", host(a)))
-        .unwrap_or_default();
+    let mqtt = mqtt.map_or(String::new(), |a| {
+        let tcp = a
+            .tcp
+            .map(|t| format!(" mqtt={}", host(t)))
+            .unwrap_or_default();
+        let tls = a
+            .tls
+            .map(|t| format!(" mqtts={}", host(t)))
+            .unwrap_or_default();
+        format!("{tcp}{tls}")
+    });
+    let scheme = if https { "https" } else { "http" };
+    if config.dev {
+        warn!("DEVELOPMENT MODE (--dev): meters are accepted WITHOUT CREDENTIALS");
+    }
     println!(
-        "meterstack ready{mqtt} http=http://{} roles={}",
+        "meterstack ready{mqtt} http={scheme}://{} roles={}{}",
         host(http),
-        names.join(",")
+        names.join(","),
+        if config.dev { " dev=true" } else { "" }
     );
 }
 

@@ -24,7 +24,32 @@ pub(crate) fn init_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    const COUNTERS: [(&str, &str); 17] = [
+    const COUNTERS: [(&str, &str); 24] = [
+        (
+            m::MQTT_REFUSED,
+            "MQTT connections, publishes and subscriptions refused by the gate, by reason",
+        ),
+        (
+            m::MQTT_CONNECTS,
+            "MQTT connections accepted, by auth method",
+        ),
+        (
+            m::MQTT_THROTTLED,
+            "Times a meter was slowed down for exceeding mqtt.limits.publish_rate",
+        ),
+        (
+            m::METERS_AUTO_REGISTERED,
+            "Meters registered on first connect (development mode)",
+        ),
+        (
+            m::CONNECTIVITY_ERRORS,
+            "Connectivity updates that could not be recorded, by sink",
+        ),
+        (m::COMMANDS_SENT, "Commands published to meters"),
+        (
+            m::API_AUTH_REFUSED,
+            "API requests refused for a missing or revoked key (401) or role (403)",
+        ),
         (
             m::BUS_ERRORS,
             "Failed bus polls and commits of consumers (retried), by op",
@@ -76,6 +101,12 @@ pub(crate) fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         (m::QUERIES, "SQL queries answered, by outcome"),
         (m::HTTP_REQUESTS, "HTTP requests, by status class"),
     ];
+    metrics::describe_gauge!(m::MQTT_CONNECTIONS, "Meter connections open now");
+    for reason in meterstack_broker::REFUSAL_REASONS {
+        metrics::counter!(m::MQTT_REFUSED, "reason" => reason).absolute(0);
+    }
+    metrics::counter!(m::MQTT_THROTTLED).absolute(0);
+    metrics::gauge!(m::MQTT_CONNECTIONS).set(0.0);
     for (name, help) in COUNTERS {
         metrics::describe_counter!(name, help);
     }

@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,25 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Limits of `POST /api/v1/query`.
     pub query: QueryConfig,
+    /// HTTPS.
+    pub tls: HttpTlsConfig,
+}
+
+/// Section `[http.tls]`: HTTPS. Off while `cert` is empty.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpTlsConfig {
+    /// The server's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The server's private key (PEM).
+    pub key: PathBuf,
+}
+
+impl HttpTlsConfig {
+    /// Whether HTTPS is configured.
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty()
+    }
 }
 
 impl Default for HttpConfig {
@@ -21,6 +41,7 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_body_bytes: 1024 * 1024,
             query: QueryConfig::default(),
+            tls: HttpTlsConfig::default(),
         }
     }
 }

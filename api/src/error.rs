@@ -47,3 +47,37 @@ impl IntoResponse for ApiError {
         (self.status, Json(body)).into_response()
     }
 }
+
+/// The answer to a failed store operation: the client's fault (404, 409, 400) or the
+/// store's (503), never its internals.
+pub(crate) fn store_error(e: meterstack_core::store::StoreError) -> ApiError {
+    use meterstack_core::store::StoreError;
+    match e {
+        StoreError::NotFound(what) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        ),
+        StoreError::Conflict(what) => ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("{what} already exists"),
+        ),
+        StoreError::Invalid(message) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        }
+        other => {
+            tracing::error!(error = %other, "SQL store failure");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the SQL store is unavailable; try again",
+            )
+        }
+    }
+}
+
+/// A request body or query string that did not parse.
+pub(crate) fn bad_request(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+}

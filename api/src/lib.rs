@@ -1,15 +1,20 @@
-//! The HTTP API: health, Prometheus metrics and SQL over HTTP.
+//! The HTTP API: health, Prometheus metrics, SQL over HTTP, the meter registry and API keys.
 //!
-//! In: HTTP requests; the lake's query engine ([`meterstack_lake::query::Lake`]); the process
+//! In: HTTP(S) requests carrying API keys ([`auth`]); the lake's query engine
+//! ([`meterstack_lake::query::Lake`]); the SQL store; the bus (commands to meters); the process
 //! [`Health`]; a renderer of the metrics registry.
 //! Out: JSON responses. Every error leaves through [`ApiError`]: a status, a stable code and a
 //! human message, never an internal detail.
 
+pub mod auth;
 mod config;
 mod error;
+mod keys;
+mod meters;
 pub mod query;
+mod tls;
 
-pub use config::{HttpConfig, QueryConfig};
+pub use config::{HttpConfig, HttpTlsConfig, QueryConfig};
 pub use error::ApiError;
 
 use std::net::SocketAddr;
@@ -22,8 +27,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use meterstack_core::bus::{Bus, TopicNames};
 use meterstack_core::health::Health;
 use meterstack_core::metrics::HTTP_REQUESTS;
+use meterstack_core::store::SqlStore;
 use meterstack_lake::query::Lake;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +50,12 @@ pub struct AppState {
     pub metrics: MetricsRender,
     /// Query limits.
     pub query: QueryConfig,
+    /// The SQL store: registry and API keys.
+    pub store: SqlStore,
+    /// The bus, if this process has one (commands to meters are appended to it).
+    pub bus: Option<Arc<dyn Bus>>,
+    /// Bus topic names.
+    pub topics: TopicNames,
 }
 
 impl std::fmt::Debug for AppState {
@@ -51,20 +64,48 @@ impl std::fmt::Debug for AppState {
             .field("lake", &self.lake)
             .field("health", &self.health)
             .field("query", &self.query)
+            .field("store", &self.store)
+            .field("bus", &self.bus)
             .finish_non_exhaustive()
     }
 }
 
 /// The API's routes.
 pub fn router(state: AppState, config: &HttpConfig) -> Router {
+    use axum::routing::delete;
     let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
+    // The data endpoints belong to the api role (the lake is built only for it).
     if state.lake.is_some() {
-        router = router.route("/api/v1/query", post(query::handle));
+        router = router
+            .route("/api/v1/query", post(query::handle))
+            .route("/api/v1/meters", get(meters::list).post(meters::create))
+            .route(
+                "/api/v1/meters/{id}",
+                get(meters::show)
+                    .patch(meters::update)
+                    .delete(meters::delete),
+            )
+            .route("/api/v1/meters/{id}/secret", post(meters::new_secret))
+            .route("/api/v1/meters/{id}/commands", post(meters::command))
+            .route(
+                "/api/v1/meters/{id}/certificates",
+                get(meters::certificates),
+            )
+            .route(
+                "/api/v1/certificates/{serial}/revoke",
+                post(meters::revoke_certificate),
+            )
+            .route("/api/v1/keys", get(keys::list).post(keys::create))
+            .route("/api/v1/keys/{id}", delete(keys::revoke));
     }
     router
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes))
         .layer(middleware::from_fn(count_requests))
@@ -72,18 +113,51 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
 }
 
 /// A bound HTTP server, not yet serving.
-#[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
 }
 
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the HTTP server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The address is taken or not ours.
+    #[error("cannot listen for HTTP: {0}")]
+    Io(#[from] std::io::Error),
+    /// The certificate or key is unusable.
+    #[error("HTTPS: {0}")]
+    Tls(#[from] meterstack_core::tls::TlsError),
+}
+
 impl HttpConfig {
-    /// Binds the listen address (port 0 picks a free port; see [`Server::local_addr`]).
-    pub async fn bind(&self, state: AppState) -> std::io::Result<Server> {
+    /// Binds the listen address (port 0 picks a free port; see [`Server::local_addr`]),
+    /// with TLS if `http.tls.cert` is set.
+    pub async fn bind(&self, state: AppState) -> Result<Server, BindError> {
+        let tls = if self.tls.enabled() {
+            Some(meterstack_core::tls::server_config(
+                &self.tls.cert,
+                &self.tls.key,
+                None,
+                false,
+                &[b"http/1.1"],
+            )?)
+        } else {
+            None
+        };
         let listener = TcpListener::bind(self.listen).await?;
         Ok(Server {
             listener,
+            tls,
             router: router(state, self),
         })
     }
@@ -95,12 +169,29 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// Whether the server speaks HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Serves until `shutdown` is cancelled, then finishes in-flight requests.
     pub async fn serve(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        info!(addr = %self.local_addr()?, "HTTP API listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
+        let addr = self.local_addr()?;
+        match self.tls {
+            Some(config) => {
+                info!(%addr, "HTTPS API listening");
+                let listener = tls::TlsListener::new(self.listener, config, shutdown.clone());
+                axum::serve(listener, self.router)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+            }
+            None => {
+                info!(%addr, "HTTP API listening");
+                axum::serve(self.listener, self.router)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+            }
+        }
     }
 }
 
@@ -108,7 +199,7 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint in this process (POST /api/v1/query needs the api role)",
+        "no such endpoint in this process (the SQL and registry endpoints need the api role)",
     )
 }
 

@@ -1,4 +1,5 @@
-//! The bridge: every publish the broker accepts on `meters/+/readings` is appended to the bus.
+//! The bridge: every publish the broker accepts from a meter (`meters/+/+`, whose topics the
+//! gate has checked) is appended to the bus.
 //!
 //! rumqttd sends PUBACK for a QoS 1 publish once its router holds the message; the bridge then
 //! receives it through a local link and appends it to `readings.raw`. Between the two, the
@@ -131,9 +132,12 @@ impl Bridge {
                         self.check_gap(offset);
                     }
                     let topic = String::from_utf8_lossy(&forward.publish.topic).into_owned();
-                    batch
-                        .records
-                        .push(raw_record(topic, forward.publish.payload));
+                    // The filter also matches the commands the platform publishes to meters.
+                    if !topic.ends_with("/commands") {
+                        batch
+                            .records
+                            .push(raw_record(topic, forward.publish.payload));
+                    }
                 }
                 Some(Notification::Unschedule) => batch.wake = true,
                 Some(other) => debug!(notification = ?other, "ignored broker notification"),
@@ -195,13 +199,14 @@ impl Bridge {
 /// stamped with the receive time.
 fn raw_record(topic: String, payload: bytes::Bytes) -> Record {
     let key = topic.split('/').nth(1).unwrap_or_default().to_owned();
+    let format = topic.rsplit('/').next().unwrap_or_default().to_owned();
     Record {
         key,
         value: payload,
         timestamp: Utc::now(),
         headers: vec![
             (headers::SOURCE_TOPIC.to_owned(), topic),
-            (headers::FORMAT.to_owned(), "json".to_owned()),
+            (headers::FORMAT.to_owned(), format),
         ],
     }
 }

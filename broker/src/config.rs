@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -7,8 +8,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
-    /// Address meters connect to (MQTT 3.1.1 over TCP); port 0 picks a free port.
+    /// Address meters connect to (MQTT 3.1.1 over plain TCP); port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Whether the plain-TCP listener runs. Secrets cross it in clear text: in production,
+    /// turn it off and let meters use the TLS listener.
+    pub tcp_enabled: bool,
+    /// The TLS listener (MQTT over TLS, client certificates).
+    pub tls: MqttTlsConfig,
+    /// Limits per meter.
+    pub limits: LimitsConfig,
     /// Splice buffer per direction per meter connection, in bytes (see the gate in
     /// docs/ARCHITECTURE.md).
     pub gate_buffer_bytes: usize,
@@ -38,6 +46,9 @@ impl Default for MqttConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            tcp_enabled: true,
+            tls: MqttTlsConfig::default(),
+            limits: LimitsConfig::default(),
             gate_buffer_bytes: 4096,
             max_connections: 100_000,
             max_packet_bytes: 2 * 1024 * 1024,
@@ -70,6 +81,63 @@ impl Default for BridgeConfig {
             max_batch: 1000,
             drain_quiet: Duration::from_millis(200),
             drain_max: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Section `[mqtt.tls]`: MQTT over TLS. Off while `cert` is empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttTlsConfig {
+    /// Address of the TLS listener; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The server's certificate chain (PEM), e.g. from `meterstack certs server`.
+    pub cert: PathBuf,
+    /// The server's private key (PEM).
+    pub key: PathBuf,
+    /// CA whose client certificates identify meters (PEM), e.g. `<data-dir>/ca/ca.crt` from
+    /// `meterstack certs init-ca`. Empty: no client certificates.
+    pub client_ca: PathBuf,
+    /// Refuse TLS clients without a client certificate (otherwise they may use a secret).
+    pub require_client_cert: bool,
+}
+
+impl Default for MqttTlsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8883)),
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            client_ca: PathBuf::new(),
+            require_client_cert: false,
+        }
+    }
+}
+
+impl MqttTlsConfig {
+    /// Whether the TLS listener is configured.
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty()
+    }
+}
+
+/// Section `[mqtt.limits]`: per-meter limits (the connection limit is `mqtt.max_connections`,
+/// payload and batch limits are in `[ingest]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Sustained publishes per second per meter connection. A meter above it is slowed down
+    /// (its socket is read more slowly), which never slows other meters.
+    pub publish_rate: f64,
+    /// Publishes a meter may send at once above the rate (e.g. a backfill after an outage).
+    pub publish_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            publish_rate: 20.0,
+            publish_burst: 200,
         }
     }
 }

@@ -1,59 +1,158 @@
-//! The gate: meterstack's own TCP listener in front of rumqttd.
+//! The gate: meterstack's own MQTT listeners (TCP and TLS) in front of rumqttd.
 //!
-//! Meters connect to the gate; each connection is spliced byte for byte to rumqttd, which
-//! listens on loopback only. rumqttd has no shutdown API and acknowledges a QoS 1 publish as
-//! soon as its router holds it, so without the gate it would go on acknowledging publishes
-//! after the bridge's last read, and those would be lost. On shutdown the gate stops
-//! accepting and closes every meter connection first; the bridge then drains whatever rumqttd
-//! still holds. A publish whose PUBACK was cut off is unacknowledged, so the meter sends it
-//! again: at-least-once, never lost.
+//! Every meter connects to the gate, never to rumqttd, which listens on loopback only and
+//! accepts nothing but the gate's own credentials. For each connection the gate:
+//! - terminates TLS and verifies the client certificate, if any, against the meter CA;
+//! - reads CONNECT and decides who the meter is ([`crate::auth`]): certificate, secret, or
+//!   (development mode only) nobody; a refusal is answered with a CONNACK code and counted;
+//! - binds the connection to that meter id: the client id must be the meter id, every PUBLISH
+//!   must go to `meters/{id}/…` (not its command topic), every SUBSCRIBE must be exactly
+//!   `meters/{id}/commands`, the will topic likewise; a violation closes the connection and is
+//!   counted (MQTT 3.1.1 has no way to refuse a single publish);
+//! - throttles a meter that publishes faster than `limits.publish_rate` by reading its socket
+//!   more slowly, which slows that meter only;
+//! - forwards everything else byte for byte, and rumqttd's answers back.
 //!
-//! The splice buffers are small (`buffer_bytes` each way) so that 100,000 idle meter
-//! connections cost little memory.
+//! On shutdown the gate stops accepting and closes every meter connection first; the bridge
+//! then drains what rumqttd still holds (see [`crate::bridge`]). A publish whose PUBACK was cut
+//! off is unacknowledged, so the meter sends it again: at-least-once, never lost.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
+use bytes::BytesMut;
+use meterstack_core::metrics::{MQTT_CONNECTIONS, MQTT_CONNECTS, MQTT_REFUSED, MQTT_THROTTLED};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-/// The gate's listener and where it forwards to.
+use crate::auth::{Authenticator, Identity, PeerCertificate, may_publish, may_subscribe};
+use crate::config::LimitsConfig;
+use crate::connectivity::Connectivity;
+use crate::packet::{self, Frame, PacketError, kind};
+
+/// What every connection of the gate shares.
 #[derive(Debug)]
-pub(crate) struct Gate {
-    pub(crate) listener: TcpListener,
+pub(crate) struct Shared {
     pub(crate) upstream: SocketAddr,
+    /// The gate's credentials at rumqttd.
+    pub(crate) upstream_user: String,
+    pub(crate) upstream_password: String,
     pub(crate) buffer_bytes: usize,
+    pub(crate) max_packet_bytes: usize,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) limits: LimitsConfig,
+    pub(crate) max_connections: usize,
+    pub(crate) auth: Arc<Authenticator>,
+    pub(crate) connectivity: Connectivity,
+    /// Session ids are `{session_prefix}-{n}`: unique across restarts and brokers.
+    pub(crate) session_prefix: String,
+    pub(crate) sessions: AtomicU64,
+    pub(crate) open: AtomicUsize,
+}
+
+/// The gate's listeners.
+pub(crate) struct Gate {
+    pub(crate) tcp: Option<TcpListener>,
+    pub(crate) tls: Option<(TcpListener, TlsAcceptor)>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("tcp", &self.tcp)
+            .field("tls", &self.tls.as_ref().map(|(l, _)| l))
+            .finish_non_exhaustive()
+    }
+}
+
+fn refused(reason: &'static str) {
+    metrics::counter!(MQTT_REFUSED, "reason" => reason).increment(1);
+}
+
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Gate {
-    /// Accepts and splices connections until `shutdown`; then closes every connection and
+    /// Accepts and serves connections until `shutdown`; then closes every connection and
     /// returns once all are closed.
     pub(crate) async fn run(self, shutdown: CancellationToken) {
         let connections = TaskTracker::new();
+        let tls_listener = self.tls.as_ref().map(|(l, _)| l);
         loop {
-            let accepted = tokio::select! {
+            let (accepted, tls) = tokio::select! {
                 () = shutdown.cancelled() => break,
-                accepted = self.listener.accept() => accepted,
+                a = accept(self.tcp.as_ref()) => (a, false),
+                a = accept(tls_listener) => (a, true),
             };
-            match accepted {
-                Ok((client, peer)) => {
-                    connections.spawn(splice(
-                        client,
-                        peer,
-                        self.upstream,
-                        self.buffer_bytes,
-                        shutdown.clone(),
-                    ));
-                }
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     warn!(error = %e, "cannot accept MQTT connection");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let shared = self.shared.clone();
+            if shared.open.load(Ordering::Relaxed) >= shared.max_connections {
+                refused("max_connections");
+                debug!(%peer, "refused: mqtt.max_connections reached");
+                drop(stream);
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let stop = shutdown.clone();
+            match (&self.tls, tls) {
+                (Some((_, acceptor)), true) => {
+                    let acceptor = acceptor.clone();
+                    connections.spawn(async move {
+                        let handshake =
+                            tokio::time::timeout(shared.connect_timeout, acceptor.accept(stream));
+                        let stream = match handshake.await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                let reason = tls_reason(&e);
+                                refused(reason);
+                                debug!(%peer, error = %e, reason, "TLS handshake refused");
+                                return;
+                            }
+                            Err(_) => {
+                                refused("tls_handshake");
+                                return;
+                            }
+                        };
+                        let certificate = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .and_then(|der| meterstack_core::tls::certificate_identity(der).ok())
+                            .map(|(common_name, serial)| PeerCertificate {
+                                common_name,
+                                serial,
+                            });
+                        serve(stream, peer, certificate, shared, stop).await;
+                    });
+                }
+                _ => {
+                    connections.spawn(serve(stream, peer, None, shared, stop));
                 }
             }
         }
-        drop(self.listener);
+        drop(self.tcp);
+        drop(self.tls);
         connections.close();
         let open = connections.len();
         connections.wait().await;
@@ -61,28 +160,298 @@ impl Gate {
     }
 }
 
-async fn splice(
-    mut client: TcpStream,
+/// Classifies a failed TLS handshake for the refusal metric.
+fn tls_reason(e: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => "tls_unknown_issuer",
+        Some(Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        )) => "tls_expired",
+        Some(Error::InvalidCertificate(CertificateError::Revoked)) => "tls_revoked",
+        _ => "tls_handshake",
+    }
+}
+
+/// Counts the connection as open while alive.
+struct OpenGuard<'a>(&'a AtomicUsize);
+
+impl<'a> OpenGuard<'a> {
+    fn new(open: &'a AtomicUsize) -> Self {
+        let n = open.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!(MQTT_CONNECTIONS).set(n as f64);
+        Self(open)
+    }
+}
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        let n = self.0.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        metrics::gauge!(MQTT_CONNECTIONS).set(n as f64);
+    }
+}
+
+/// Reads until `buf` holds a complete packet; `Ok(None)` at a clean end of stream.
+async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Frame>, GateError> {
+    loop {
+        if let Some(frame) = packet::frame(buf, max)? {
+            return Ok(Some(frame));
+        }
+        if reader.read_buf(buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum GateError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Packet(#[from] PacketError),
+}
+
+async fn serve<S>(
+    stream: S,
     peer: SocketAddr,
-    upstream: SocketAddr,
-    buffer: usize,
+    certificate: Option<PeerCertificate>,
+    shared: Arc<Shared>,
     shutdown: CancellationToken,
-) {
-    let mut server = match TcpStream::connect(upstream).await {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(%peer, error = %e, "cannot reach the embedded broker");
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let _open = OpenGuard::new(&shared.open);
+    let (mut client_rd, mut client_wr) = tokio::io::split(stream);
+    let mut buf = BytesMut::with_capacity(shared.buffer_bytes);
+
+    // 1. CONNECT, within the connection timeout.
+    let first = tokio::time::timeout(
+        shared.connect_timeout,
+        read_frame(&mut client_rd, &mut buf, shared.max_packet_bytes),
+    )
+    .await;
+    let frame = match first {
+        Ok(Ok(Some(f))) if f.kind == kind::CONNECT => f,
+        Ok(Err(GateError::Packet(PacketError::TooLarge { .. }))) => {
+            refused("packet_too_large");
+            return;
+        }
+        Ok(Ok(Some(_))) => {
+            refused("protocol_violation");
+            return;
+        }
+        _ => return,
+    };
+    let connect = match packet::parse_connect(&buf, frame) {
+        Ok(c) => c,
+        Err(_) => {
+            refused("protocol_violation");
             return;
         }
     };
-    let _ = client.set_nodelay(true);
-    let _ = server.set_nodelay(true);
-    tokio::select! {
-        result = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, buffer, buffer) => {
-            if let Err(e) = result {
-                debug!(%peer, error = %e, "MQTT connection ended");
+    let _ = buf.split_to(frame.len);
+    let identity = match shared
+        .auth
+        .authenticate(&connect, certificate.as_ref())
+        .await
+    {
+        Ok(id) => id,
+        Err(refusal) => {
+            refused(refusal.reason);
+            info!(%peer, client_id = %connect.client_id, reason = refusal.reason, "MQTT connection refused");
+            let _ = client_wr.write_all(&packet::connack(refusal.code)).await;
+            let _ = client_wr.shutdown().await;
+            return;
+        }
+    };
+    if let Some(will) = &connect.will
+        && !may_publish(&identity, &will.topic)
+    {
+        refused("will_denied");
+        let _ = client_wr
+            .write_all(&packet::connack(packet::connack::NOT_AUTHORIZED))
+            .await;
+        return;
+    }
+
+    // 2. Hand the connection to rumqttd under the gate's credentials.
+    let upstream = match TcpStream::connect(shared.upstream).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(%peer, error = %e, "cannot reach the embedded broker");
+            let _ = client_wr
+                .write_all(&packet::connack(packet::connack::SERVER_UNAVAILABLE))
+                .await;
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    let (mut up_rd, mut up_wr) = upstream.into_split();
+    let rewritten =
+        packet::encode_connect(&connect, &shared.upstream_user, &shared.upstream_password);
+    if up_wr.write_all(&rewritten).await.is_err() {
+        return;
+    }
+    let session = format!(
+        "{}-{}",
+        shared.session_prefix,
+        shared.sessions.fetch_add(1, Ordering::Relaxed)
+    );
+    metrics::counter!(MQTT_CONNECTS, "auth" => identity.method.as_str()).increment(1);
+    shared.connectivity.connected(
+        &identity.meter_id,
+        &session,
+        identity.method.as_str(),
+        peer.to_string(),
+    );
+    debug!(%peer, meter = %identity.meter_id, %session, "meter connected");
+
+    // 3. Relay, checking every packet from the meter.
+    let downstream = async {
+        let mut b = vec![0u8; shared.buffer_bytes.max(512)];
+        loop {
+            match up_rd.read(&mut b).await {
+                Ok(0) | Err(_) => return "broker_closed",
+                Ok(n) => {
+                    if client_wr.write_all(&b[..n]).await.is_err() {
+                        return "client_gone";
+                    }
+                }
             }
         }
-        () = shutdown.cancelled() => {}
+    };
+    let upstream_relay = relay(&mut client_rd, &mut up_wr, buf, &identity, &shared);
+    let reason = tokio::select! {
+        r = downstream => r,
+        r = upstream_relay => r,
+        () = shutdown.cancelled() => "shutdown",
+    };
+    debug!(%peer, meter = %identity.meter_id, %session, reason, "meter disconnected");
+    shared
+        .connectivity
+        .disconnected(&identity.meter_id, &session, reason);
+}
+
+/// Token bucket for one connection's publishes.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Forwards the meter's packets to rumqttd after checking each; returns why it stopped.
+async fn relay<R, W>(
+    client: &mut R,
+    upstream: &mut W,
+    mut buf: BytesMut,
+    identity: &Identity,
+    shared: &Shared,
+) -> &'static str
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let rate = shared.limits.publish_rate.max(0.001);
+    let burst = f64::from(shared.limits.publish_burst.max(1));
+    let mut bucket = Bucket {
+        tokens: burst,
+        at: Instant::now(),
+    };
+    loop {
+        // Check every complete packet in the buffer, then forward them in one write.
+        let mut checked = 0usize;
+        loop {
+            let frame = match packet::frame(&buf[checked..], shared.max_packet_bytes) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(PacketError::TooLarge { .. }) => {
+                    refused("packet_too_large");
+                    return "packet_too_large";
+                }
+                Err(_) => {
+                    refused("protocol_violation");
+                    return "protocol_violation";
+                }
+            };
+            let packet = &buf[checked..checked + frame.len];
+            match frame.kind {
+                kind::PUBLISH => {
+                    match packet::publish_topic(packet, frame) {
+                        Ok(topic) if may_publish(identity, topic) => {}
+                        Ok(topic) => {
+                            refused("publish_denied");
+                            info!(meter = %identity.meter_id, topic, "publish to a foreign topic refused; closing");
+                            return "publish_denied";
+                        }
+                        Err(_) => {
+                            refused("protocol_violation");
+                            return "protocol_violation";
+                        }
+                    }
+                    // Refill, and wait for a token if the meter is over its rate.
+                    let now = Instant::now();
+                    bucket.tokens = (bucket.tokens
+                        + now.duration_since(bucket.at).as_secs_f64() * rate)
+                        .min(burst);
+                    bucket.at = now;
+                    if bucket.tokens < 1.0 {
+                        metrics::counter!(MQTT_THROTTLED).increment(1);
+                        // Forward what is already checked, then make the meter wait.
+                        if upstream.write_all(&buf[..checked]).await.is_err() {
+                            return "broker_closed";
+                        }
+                        let _ = buf.split_to(checked);
+                        checked = 0;
+                        let wait = (1.0 - bucket.tokens) / rate;
+                        tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+                        bucket.tokens = 1.0;
+                        bucket.at = Instant::now();
+                    }
+                    bucket.tokens -= 1.0;
+                    shared.connectivity.seen(&identity.meter_id);
+                }
+                kind::SUBSCRIBE => match packet::subscribe_filters(&buf[checked..], frame) {
+                    Ok(filters) if filters.iter().all(|f| may_subscribe(identity, f)) => {}
+                    Ok(filters) => {
+                        refused("subscribe_denied");
+                        info!(meter = %identity.meter_id, ?filters, "subscription refused; closing");
+                        return "subscribe_denied";
+                    }
+                    Err(_) => {
+                        refused("protocol_violation");
+                        return "protocol_violation";
+                    }
+                },
+                kind::PUBACK
+                | kind::PUBREC
+                | kind::PUBREL
+                | kind::PUBCOMP
+                | kind::UNSUBSCRIBE
+                | kind::PINGREQ
+                | kind::DISCONNECT => {}
+                _ => {
+                    refused("protocol_violation");
+                    return "protocol_violation";
+                }
+            }
+            checked += frame.len;
+        }
+        if checked > 0 {
+            if upstream.write_all(&buf[..checked]).await.is_err() {
+                return "broker_closed";
+            }
+            let _ = buf.split_to(checked);
+        }
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(shared.buffer_bytes);
+        }
+        match client.read_buf(&mut buf).await {
+            Ok(0) => return "client_disconnect",
+            Ok(_) => {}
+            Err(_) => return "client_error",
+        }
     }
 }

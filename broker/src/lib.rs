@@ -1,25 +1,38 @@
-//! The device hub: an embedded MQTT broker (rumqttd) and the bridge from broker to bus.
+//! The device hub: an embedded MQTT broker (rumqttd) behind meterstack's gate, and the bridge
+//! from broker to bus.
 //!
-//! In: MQTT publishes from meters on `meters/{meter_id}/readings`.
+//! In: MQTT connections from meters (TCP and TLS); publishes on `meters/{meter_id}/readings`
+//! (JSON) and `meters/{meter_id}/dsmr` (DSMR P1 telegrams); commands from the bus topic
+//! `meter.commands`.
 //! Out: one record per accepted publish on the bus topic `readings.raw` — the payload exactly as
-//! it arrived, keyed by meter id, with its receive time and source topic as headers.
+//! it arrived, keyed by meter id, with its receive time and source topic as headers; connect and
+//! disconnect events on `meter.events` and in the registry; commands on `meters/{id}/commands`.
 //!
-//! Meters connect to the gate ([`gate`]), meterstack's own listener, which splices each
-//! connection to rumqttd on loopback. rumqttd acknowledges a QoS 1 publish (PUBACK) as soon as
-//! its router holds it, before the bridge has appended it to the bus; see [`bridge`] for how
-//! that window is kept short, and [`gate`] for how a graceful shutdown closes it.
+//! Meters connect to the gate ([`gate`]), which authenticates them ([`auth`]), binds each
+//! connection to one meter id and relays it to rumqttd on loopback. rumqttd acknowledges a QoS 1
+//! publish (PUBACK) as soon as its router holds it, before the bridge has appended it to the
+//! bus; see [`bridge`] for how that window is kept short, and [`gate`] for how a graceful
+//! shutdown closes it.
 
+mod auth;
 pub mod bridge;
+pub mod commands;
 mod config;
+pub mod connectivity;
 mod gate;
+mod packet;
 
-pub use config::{BridgeConfig, MqttConfig};
+pub use auth::REFUSAL_REASONS;
+pub use config::{BridgeConfig, LimitsConfig, MqttConfig, MqttTlsConfig};
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant};
 
-use meterstack_core::bus::Bus;
+use meterstack_core::bus::{Bus, TopicNames};
+use meterstack_core::store::SqlStore;
+use meterstack_core::store::secret::random_hex;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -43,49 +56,135 @@ pub enum Error {
     /// A thread could not be spawned.
     #[error("cannot spawn the broker thread: {0}")]
     Spawn(std::io::Error),
+    /// The TLS listener's certificate, key or CA is unusable.
+    #[error("MQTT TLS: {0}")]
+    Tls(#[from] meterstack_core::tls::TlsError),
+    /// The bus refused the command subscription.
+    #[error("cannot subscribe to meter commands: {0}")]
+    Bus(#[from] meterstack_core::bus::Error),
+    /// No listener is enabled.
+    #[error("neither the TCP nor the TLS MQTT listener is enabled")]
+    NoListener,
 }
 
 /// `Result` with the broker [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Where the broker's listeners are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addresses {
+    /// The plain-TCP listener, if enabled.
+    pub tcp: Option<SocketAddr>,
+    /// The TLS listener, if enabled.
+    pub tls: Option<SocketAddr>,
+}
+
 /// A started embedded broker, with its gate and bridge; run it with [`Broker::run`].
-#[derive(Debug)]
 pub struct Broker {
-    /// The address meters connect to (the gate's).
-    pub addr: SocketAddr,
+    /// The addresses meters connect to (the gate's).
+    pub addrs: Addresses,
     gate: gate::Gate,
     bridge: bridge::Bridge,
+    connectivity: connectivity::Writer,
+    commands: (
+        Box<dyn meterstack_core::bus::Subscription>,
+        rumqttd::local::LinkTx,
+    ),
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("addrs", &self.addrs)
+            .field("gate", &self.gate)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Broker {
     /// Serves meters until `shutdown` is cancelled. Then, in order: the gate closes every
-    /// meter connection, and the bridge drains what rumqttd still holds onto the bus. Returns
-    /// when both are done.
+    /// meter connection, and the bridge drains what rumqttd still holds onto the bus; the
+    /// connectivity writer records the disconnects. Returns when all are done.
     pub async fn run(self, shutdown: CancellationToken) {
         let bridge_stop = CancellationToken::new();
         let bridge = tokio::spawn(self.bridge.run(bridge_stop.clone()));
+        let writer = tokio::spawn(self.connectivity.run());
+        let (subscription, link) = self.commands;
+        let commands = tokio::spawn(commands::run(subscription, link, shutdown.clone()));
         self.gate.run(shutdown).await;
         bridge_stop.cancel();
-        if let Err(e) = bridge.await {
-            error!(error = %e, "bridge task failed");
+        for (name, task) in [
+            ("bridge", bridge),
+            ("commands", commands),
+            ("connectivity", writer),
+        ] {
+            if let Err(e) = task.await {
+                error!(error = %e, task = name, "broker task failed");
+            }
         }
     }
 }
 
+/// What the broker needs besides its config.
+#[derive(Debug, Clone)]
+pub struct BrokerDeps {
+    /// The bus.
+    pub bus: Arc<dyn Bus>,
+    /// Its topic names.
+    pub topics: TopicNames,
+    /// The registry.
+    pub store: SqlStore,
+    /// Development mode: meters without credentials are accepted and auto-registered.
+    pub dev: bool,
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
+}
+
 impl MqttConfig {
-    /// Starts rumqttd on its own threads (listening on a free loopback port), links the
-    /// bridge to it, binds the gate on `listen`, and returns once rumqttd accepts connections.
-    pub async fn start(&self, bus: Arc<dyn Bus>, raw_topic: &str) -> Result<Broker> {
-        let listener = tokio::net::TcpListener::bind(self.listen)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: self.listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| Error::Bind {
-            addr: self.listen,
-            source,
-        })?;
+    /// Starts rumqttd on its own threads (listening on a free loopback port, accepting only
+    /// the gate), links the bridge to it, binds the gate's listeners, and returns once rumqttd
+    /// accepts connections.
+    pub async fn start(&self, deps: BrokerDeps) -> Result<Broker> {
+        let tcp = if self.tcp_enabled {
+            Some(bind(self.listen).await?)
+        } else {
+            None
+        };
+        let tls = if self.tls.enabled() {
+            let client_ca = (!self.tls.client_ca.as_os_str().is_empty())
+                .then_some(self.tls.client_ca.as_path());
+            let config = meterstack_core::tls::server_config(
+                &self.tls.cert,
+                &self.tls.key,
+                client_ca,
+                self.tls.require_client_cert,
+                &[b"mqtt"],
+            )?;
+            Some((
+                bind(self.tls.listen).await?,
+                tokio_rustls::TlsAcceptor::from(config),
+            ))
+        } else {
+            None
+        };
+        let local = |l: &tokio::net::TcpListener, addr| {
+            l.local_addr()
+                .map_err(|source| Error::Bind { addr, source })
+        };
+        let addrs = Addresses {
+            tcp: tcp.as_ref().map(|l| local(l, self.listen)).transpose()?,
+            tls: tls
+                .as_ref()
+                .map(|(l, _)| local(l, self.tls.listen))
+                .transpose()?,
+        };
+        if addrs.tcp.is_none() && addrs.tls.is_none() {
+            return Err(Error::NoListener);
+        }
         // rumqttd cannot report a port it chose: take a free one and hand it over. Another
         // process could grab it in between; rumqttd then fails and start returns NotListening.
         let internal = {
@@ -99,12 +198,20 @@ impl MqttConfig {
                 source,
             })?
         };
-        let mut broker = rumqttd::Broker::new(self.rumqttd_config(internal));
+        // Only the gate may talk to rumqttd: a random password per process, known to no one
+        // else, so a local process cannot bypass identity checks through the loopback port.
+        let gate_user = "meterstack-gate".to_owned();
+        let gate_password = random_hex(32);
+        let mut broker =
+            rumqttd::Broker::new(self.rumqttd_config(internal, &gate_user, &gate_password));
         let (mut link_tx, link_rx) = broker
             .link("meterstack-bridge")
             .map_err(|e| Error::Link(e.to_string()))?;
         link_tx
-            .subscribe(meterstack_core::wire::READINGS_TOPIC_FILTER)
+            .subscribe(meterstack_core::wire::METER_TOPIC_FILTER)
+            .map_err(|e| Error::Link(e.to_string()))?;
+        let (command_link, _command_rx) = broker
+            .link("meterstack-commands")
             .map_err(|e| Error::Link(e.to_string()))?;
         let thread = std::thread::Builder::new()
             .name("mqtt-broker".into())
@@ -121,25 +228,62 @@ impl MqttConfig {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        info!(%addr, "MQTT broker listening (MQTT 3.1.1)");
+        let subscription = deps
+            .bus
+            .subscribe(&deps.topics.meter_commands, commands::GROUP)
+            .await?;
+        let (connectivity, writer) = connectivity::channel(
+            deps.store.clone(),
+            deps.bus.clone(),
+            &deps.topics.meter_events,
+            Duration::from_secs(5),
+        );
+        let shared = gate::Shared {
+            upstream: internal,
+            upstream_user: gate_user,
+            upstream_password: gate_password,
+            buffer_bytes: self.gate_buffer_bytes,
+            max_packet_bytes: self.max_packet_bytes,
+            connect_timeout: self.connection_timeout,
+            limits: self.limits.clone(),
+            max_connections: self.max_connections,
+            auth: auth::Authenticator::new(deps.store.clone(), deps.dev),
+            connectivity,
+            session_prefix: random_hex(4),
+            sessions: AtomicU64::new(0),
+            open: AtomicUsize::new(0),
+        };
+        info!(tcp = ?addrs.tcp, tls = ?addrs.tls, "MQTT broker listening (MQTT 3.1.1)");
         Ok(Broker {
-            addr,
+            addrs,
             gate: gate::Gate {
-                listener,
-                upstream: internal,
-                buffer_bytes: self.gate_buffer_bytes,
+                tcp,
+                tls,
+                shared: Arc::new(shared),
             },
-            bridge: bridge::Bridge::new(self.bridge.clone(), link_tx, link_rx, bus, raw_topic),
+            bridge: bridge::Bridge::new(
+                self.bridge.clone(),
+                link_tx,
+                link_rx,
+                deps.bus,
+                &deps.topics.readings_raw,
+            ),
+            connectivity: writer,
+            commands: (subscription, command_link),
         })
     }
 
-    fn rumqttd_config(&self, listen: SocketAddr) -> rumqttd::Config {
+    fn rumqttd_config(&self, listen: SocketAddr, user: &str, password: &str) -> rumqttd::Config {
         let connections = rumqttd::ConnectionSettings {
             connection_timeout_ms: u16::try_from(self.connection_timeout.as_millis())
                 .unwrap_or(u16::MAX),
             max_payload_size: self.max_packet_bytes,
             max_inflight_count: self.max_inflight,
-            auth: None,
+            auth: Some(
+                [(user.to_owned(), password.to_owned())]
+                    .into_iter()
+                    .collect(),
+            ),
             external_auth: None,
             dynamic_filters: true,
         };
@@ -153,7 +297,8 @@ impl MqttConfig {
         rumqttd::Config {
             id: 0,
             router: rumqttd::RouterConfig {
-                max_connections: self.max_connections,
+                // The gate enforces max_connections; rumqttd also holds the local links.
+                max_connections: self.max_connections + 16,
                 max_outgoing_packet_count: 1024,
                 max_segment_size: self.segment_bytes,
                 max_segment_count: self.segments,

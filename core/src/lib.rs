@@ -11,6 +11,8 @@ pub mod duration;
 pub mod health;
 pub mod metrics;
 pub mod reading;
+pub mod store;
+pub mod tls;
 pub mod wire;
 
 pub use reading::{MeterId, Reading};

@@ -45,3 +45,22 @@ pub const BUS_ERRORS: &str = "meterstack_bus_errors_total";
 /// Seconds from the bridge receiving a batch of acknowledged MQTT messages to the bus holding
 /// it: the window in which an acknowledged message exists only in rumqttd's memory.
 pub const BRIDGE_APPEND_SECONDS: &str = "meterstack_bridge_append_seconds";
+/// MQTT connections, publishes and subscriptions the gate refused, labelled `reason` (see
+/// `meterstack_broker::Refusal`): bad or missing credentials, spoofing attempts, limits.
+pub const MQTT_REFUSED: &str = "meterstack_mqtt_refused_total";
+/// MQTT connections accepted, labelled `auth` (`secret`, `certificate`, `none`).
+pub const MQTT_CONNECTS: &str = "meterstack_mqtt_connects_total";
+/// Meter connections open now.
+pub const MQTT_CONNECTIONS: &str = "meterstack_mqtt_connections";
+/// Times a meter's publishes were delayed because it exceeded `mqtt.limits.publish_rate`.
+pub const MQTT_THROTTLED: &str = "meterstack_mqtt_throttled_total";
+/// Meters registered automatically on first connect (development mode only).
+pub const METERS_AUTO_REGISTERED: &str = "meterstack_meters_auto_registered_total";
+/// Connectivity updates the broker could not record (store or bus unavailable), labelled
+/// `sink` (`store`, `bus`).
+pub const CONNECTIVITY_ERRORS: &str = "meterstack_connectivity_errors_total";
+/// Commands published to meters.
+pub const COMMANDS_SENT: &str = "meterstack_commands_sent_total";
+/// API requests refused for a missing, unknown or revoked key (401) or a role without the
+/// permission (403), labelled `status`.
+pub const API_AUTH_REFUSED: &str = "meterstack_api_auth_refused_total";

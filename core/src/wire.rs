@@ -1,6 +1,7 @@
 //! The wire format meters publish, and its decoder.
 //!
-//! Meters publish JSON on `meters/{meter_id}/readings`: one object or an array of objects, e.g.
+//! Meters publish JSON on `meters/{meter_id}/readings`, or DSMR P1 telegrams on
+//! `meters/{meter_id}/dsmr` ([`dsmr`]). JSON is: one object or an array of objects, e.g.
 //! `{"ts":"2026-11-23T10:15:00Z","import_wh":1234567,"export_wh":0,"power_w":412.5,"voltage_v":229.8,"current_a":1.8}`.
 //! `ts` is RFC 3339 or integer epoch milliseconds. The meter id comes from the topic; a
 //! `meter_id` field, if present, must match it. Unknown fields are ignored.
@@ -19,6 +20,18 @@ use crate::reading::{MeterId, Reading};
 
 /// The MQTT topic filter meters publish readings on.
 pub const READINGS_TOPIC_FILTER: &str = "meters/+/readings";
+
+/// Every topic a meter may publish on: `meters/{meter_id}/{format}`.
+pub const METER_TOPIC_FILTER: &str = "meters/+/+";
+
+/// The payload formats, named by the last topic segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `meters/{id}/readings`: the JSON wire format.
+    Json,
+    /// `meters/{id}/dsmr`: a DSMR P1 telegram.
+    Dsmr,
+}
 
 /// The MQTT topic a meter publishes its readings on.
 pub fn readings_topic(meter_id: &MeterId) -> String {
@@ -91,7 +104,7 @@ impl Default for DecodeConfig {
 pub enum RejectReason {
     /// The payload exceeds `max_payload_bytes`.
     PayloadTooLarge,
-    /// The topic is not `meters/{valid meter id}/readings`.
+    /// The topic is not `meters/{valid meter id}/{format}`.
     BadTopic,
     /// The payload is not valid JSON.
     NotJson,
@@ -113,11 +126,17 @@ pub enum RejectReason {
     TimestampTooOld,
     /// The body's `meter_id` differs from the topic's.
     MeterIdMismatch,
+    /// The topic names a payload format meterstack does not decode.
+    UnknownFormat,
+    /// A DSMR P1 telegram is malformed.
+    BadTelegram,
+    /// A DSMR P1 telegram's CRC does not match its content.
+    BadCrc,
 }
 
 impl RejectReason {
     /// Every reason, for documentation and for pre-registering metrics.
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 15] = [
         Self::PayloadTooLarge,
         Self::BadTopic,
         Self::NotJson,
@@ -130,6 +149,9 @@ impl RejectReason {
         Self::TimestampInFuture,
         Self::TimestampTooOld,
         Self::MeterIdMismatch,
+        Self::UnknownFormat,
+        Self::BadTelegram,
+        Self::BadCrc,
     ];
 
     /// The stable machine-readable code.
@@ -147,6 +169,9 @@ impl RejectReason {
             Self::TimestampInFuture => "timestamp_in_future",
             Self::TimestampTooOld => "timestamp_too_old",
             Self::MeterIdMismatch => "meter_id_mismatch",
+            Self::UnknownFormat => "unknown_format",
+            Self::BadTelegram => "bad_telegram",
+            Self::BadCrc => "bad_crc",
         }
     }
 }
@@ -207,8 +232,8 @@ impl Decoder {
     pub fn decode(&self, topic: &str, payload: &[u8], received_at: DateTime<Utc>) -> Decoded {
         let mut out = Decoded::default();
         let whole = |out: &mut Decoded, rejection: Rejection| out.rejections.push(rejection);
-        let meter_id = match meter_id_from_topic(topic) {
-            Ok(id) => id,
+        let (meter_id, format) = match parse_topic(topic) {
+            Ok(parsed) => parsed,
             Err(rejection) => {
                 whole(&mut out, rejection);
                 return out;
@@ -225,6 +250,23 @@ impl Decoder {
                 &mut out,
                 Rejection::new(RejectReason::PayloadTooLarge, detail),
             );
+            return out;
+        }
+        if format == Format::Dsmr {
+            match dsmr::parse(payload) {
+                Ok(telegram) => match self.from_telegram(&meter_id, &telegram, received_at) {
+                    Ok(reading) => out.readings.push(reading),
+                    Err(rejection) => whole(&mut out, rejection),
+                },
+                Err(e) => {
+                    let reason = if e.is_crc() {
+                        RejectReason::BadCrc
+                    } else {
+                        RejectReason::BadTelegram
+                    };
+                    whole(&mut out, Rejection::new(reason, e.to_string()));
+                }
+            }
             return out;
         }
         let value: Value = match serde_json::from_slice(payload) {
@@ -289,6 +331,26 @@ impl Decoder {
             ),
         }
         out
+    }
+
+    /// The reading a P1 telegram carries; a telegram without a timestamp (DSMR 2.2) is
+    /// stamped with its receive time.
+    fn from_telegram(
+        &self,
+        meter_id: &MeterId,
+        t: &dsmr::Telegram,
+        received_at: DateTime<Utc>,
+    ) -> Result<Reading, Rejection> {
+        Ok(Reading {
+            meter_id: meter_id.clone(),
+            ts: self.check_time(t.timestamp.unwrap_or(received_at), received_at)?,
+            import_wh: t.import_wh,
+            export_wh: t.export_wh,
+            power_w: t.power_w,
+            voltage_v: t.voltage_v,
+            current_a: t.current_a,
+            seq: None,
+        })
     }
 
     fn decode_one(
@@ -373,6 +435,16 @@ impl Decoder {
                 ));
             }
         };
+        self.check_time(ts, received_at)
+    }
+
+    /// `ts` truncated to microseconds, if it lies within the allowed skew and age of
+    /// `received_at`.
+    fn check_time(
+        &self,
+        ts: DateTime<Utc>,
+        received_at: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, Rejection> {
         // Store microseconds: the precision of every timestamp column in the lake.
         let ts = DateTime::from_timestamp_micros(ts.timestamp_micros()).unwrap_or(ts);
         if ts.signed_duration_since(received_at) > self.max_future_skew {
@@ -401,15 +473,31 @@ impl Decoder {
     }
 }
 
-/// The meter id in a `meters/{meter_id}/readings` topic.
-pub fn meter_id_from_topic(topic: &str) -> Result<MeterId, Rejection> {
+/// The meter id and payload format of a `meters/{meter_id}/{format}` topic.
+pub fn parse_topic(topic: &str) -> Result<(MeterId, Format), Rejection> {
     let mut parts = topic.split('/');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("meters"), Some(id), Some("readings"), None) => MeterId::new(id)
-            .map_err(|e| Rejection::new(RejectReason::BadTopic, format!("topic {topic:?}: {e}"))),
+        (Some("meters"), Some(id), Some(format), None) => {
+            let id = MeterId::new(id).map_err(|e| {
+                Rejection::new(RejectReason::BadTopic, format!("topic {topic:?}: {e}"))
+            })?;
+            let format = match format {
+                "readings" => Format::Json,
+                "dsmr" => Format::Dsmr,
+                other => {
+                    return Err(Rejection::new(
+                        RejectReason::UnknownFormat,
+                        format!(
+                            "topic {topic:?}: format {other:?} is not `readings` (JSON) or `dsmr` (DSMR P1)"
+                        ),
+                    ));
+                }
+            };
+            Ok((id, format))
+        }
         _ => Err(Rejection::new(
             RejectReason::BadTopic,
-            format!("topic {topic:?} is not meters/{{meter_id}}/readings"),
+            format!("topic {topic:?} is not meters/{{meter_id}}/{{format}}"),
         )),
     }
 }
@@ -459,5 +547,7 @@ fn register(obj: &Map<String, Value>, field: &str) -> Result<Option<f64>, Reject
     non_negative(obj, field)
 }
 
+pub mod command;
+pub mod dsmr;
 #[cfg(test)]
 mod tests;

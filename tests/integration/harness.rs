@@ -16,11 +16,19 @@ pub(crate) struct Meterstack {
     child: Child,
     pub(crate) mqtt_port: u16,
     pub(crate) http: String,
+    /// The TLS MQTT port, if the TLS listener is on.
+    pub(crate) mqtts_port: Option<u16>,
+    /// The admin API key the process created on first start (None if it found one).
+    pub(crate) admin_key: Option<String>,
+    /// The ready line.
+    pub(crate) ready_line: String,
     agent: ureq::Agent,
 }
 
 impl Meterstack {
-    /// Starts `meterstack up` with its data in `dir`, on free ports, flushing every 200 ms.
+    /// Starts `meterstack up` with its data in `dir`, on free ports, flushing every 200 ms,
+    /// in development mode (meters need no credentials) unless `env` sets
+    /// `METERSTACK__DEV=false`.
     pub(crate) fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
         Self::launch(dir, &["up"], env)
     }
@@ -37,6 +45,10 @@ impl Meterstack {
             .env("METERSTACK__MQTT__LISTEN", "127.0.0.1:0")
             .env("METERSTACK__HTTP__LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "info,rumqttd=off,librdkafka=warn")
+            .env("METERSTACK__DEV", "true")
+            // Test fleets publish as fast as they can; the limit has its own test.
+            .env("METERSTACK__MQTT__LIMITS__PUBLISH_RATE", "1000000")
+            .env("METERSTACK__MQTT__LIMITS__PUBLISH_BURST", "1000000")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {
@@ -62,12 +74,17 @@ impl Meterstack {
                 .to_owned()
         };
         // Processes without the broker role have no MQTT port (0 here).
-        let mqtt_port = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("mqtt="))
-            .and_then(|a| a.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
+        let port = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+        };
+        let mqtt_port = port("mqtt=").unwrap_or(0);
+        let mqtts_port = port("mqtts=");
+        let admin_key = std::fs::read_to_string(dir.join("data").join("admin-api-key"))
+            .ok()
+            .map(|k| k.trim().to_owned());
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -76,6 +93,9 @@ impl Meterstack {
             child,
             mqtt_port,
             http: field("http="),
+            mqtts_port,
+            admin_key,
+            ready_line: line,
             agent,
         }
     }
@@ -85,11 +105,55 @@ impl Meterstack {
         self.post_query(&serde_json::json!({ "sql": sql }).to_string())
     }
 
+    /// `Authorization: Bearer` with the admin key.
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.admin_key.as_deref().unwrap_or_default())
+    }
+
+    /// Any request: (status, body), with `key` as the bearer token if given.
+    pub(crate) fn request(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, String) {
+        let uri = format!("{}{path}", self.http);
+        let mut builder = ureq::http::Request::builder().method(method).uri(&uri);
+        if let Some(key) = key {
+            builder = builder.header("Authorization", format!("Bearer {key}"));
+        }
+        let result = match body {
+            Some(b) => self.agent.run(
+                builder
+                    .header("Content-Type", "application/json")
+                    .body(b.to_string())
+                    .expect("request"),
+            ),
+            None => self.agent.run(builder.body(()).expect("request")),
+        };
+        let mut resp = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap_or_default())
+    }
+
+    /// A request with the admin key whose body must be JSON.
+    pub(crate) fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let (status, text) = self.request(method, path, self.admin_key.as_deref(), body);
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+        };
+        (status, value)
+    }
+
     /// `POST /api/v1/query` with a raw body.
     pub(crate) fn post_query(&self, body: &str) -> (u16, Value) {
         let mut resp = self
             .agent
             .post(format!("{}/api/v1/query", self.http))
+            .header("Authorization", self.bearer())
             .send(body)
             .expect("query request");
         let status = resp.status().as_u16();
@@ -130,6 +194,7 @@ impl Meterstack {
         let mut resp = self
             .agent
             .get(format!("{}{path}", self.http))
+            .header("Authorization", self.bearer())
             .call()
             .expect("GET");
         let status = resp.status().as_u16();
@@ -218,8 +283,16 @@ pub(crate) fn signal_term(pid: u32) {
     assert!(status.success(), "kill -TERM {pid} failed");
 }
 
-/// `mosquitto_pub` at QoS 1 on `topic` of the broker on `port`.
+/// `mosquitto_pub` at QoS 1 on `topic` of the broker on `port`, as the meter the topic names
+/// (client id = meter id).
 fn mosquitto_pub_cmd(port: u16, topic: &str) -> Command {
+    let mut cmd = mosquitto_pub_anon(port, topic);
+    cmd.args(["-i", topic.split('/').nth(1).unwrap_or("none")]);
+    cmd
+}
+
+/// `mosquitto_pub` at QoS 1 on `topic`, without a client id.
+fn mosquitto_pub_anon(port: u16, topic: &str) -> Command {
     let mut cmd = Command::new("mosquitto_pub");
     cmd.args([
         "-h",
@@ -242,7 +315,7 @@ pub(crate) fn spawn_mosquitto_pub_lines(
     client_id: &str,
     messages: Vec<String>,
 ) -> Child {
-    let mut child = mosquitto_pub_cmd(port, topic)
+    let mut child = mosquitto_pub_anon(port, topic)
         .args(["-i", client_id, "-l"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

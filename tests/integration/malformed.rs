@@ -27,7 +27,14 @@ fn malformed_payloads_are_rejected_counted_and_kept_between_good_ones() {
     let blob = dir.path().join("blob.bin");
     std::fs::write(&blob, vec![b'{'; 1 << 20]).expect("write blob");
     assert!(mosquitto_pub_file(port, topic, &blob));
+    // A payload format meterstack does not decode: kept as a reject with its reason.
     assert!(mosquitto_pub(
+        port,
+        "meters/m-007/xml",
+        r#"<reading ts="0" import_wh="1"/>"#
+    ));
+    // A client id that is no meter id never gets past the gate.
+    assert!(!mosquitto_pub(
         port,
         "meters/m!x/readings",
         r#"{"ts":0,"import_wh":1}"#
@@ -63,13 +70,13 @@ fn malformed_payloads_are_rejected_counted_and_kept_between_good_ones() {
     assert_eq!(
         reasons,
         [
-            "bad_topic",
             "invalid_field",
             "meter_id_mismatch",
             "missing_field",
             "not_json",
             "payload_too_large",
-            "timestamp_in_future"
+            "timestamp_in_future",
+            "unknown_format"
         ]
     );
     assert_eq!(
@@ -87,7 +94,14 @@ fn malformed_payloads_are_rejected_counted_and_kept_between_good_ones() {
         by_reason["payload_too_large"]["payload_bytes"].as_u64(),
         Some(1 << 20)
     );
-    assert_eq!(by_reason["bad_topic"]["meter_id"], serde_json::Value::Null);
+    assert_eq!(
+        by_reason["unknown_format"]["meter_id"].as_str(),
+        Some("m-007")
+    );
+    assert_eq!(
+        by_reason["unknown_format"]["source_topic"].as_str(),
+        Some("meters/m-007/xml")
+    );
     assert_eq!(by_reason["not_json"]["meter_id"].as_str(), Some("m-007"));
     let array_reject = rows
         .iter()
@@ -102,7 +116,8 @@ fn malformed_payloads_are_rejected_counted_and_kept_between_good_ones() {
         ("timestamp_in_future", 1.0),
         ("meter_id_mismatch", 1.0),
         ("payload_too_large", 1.0),
-        ("bad_topic", 1.0),
+        ("unknown_format", 1.0),
+        ("bad_topic", 0.0),
         ("timestamp_too_old", 0.0),
     ] {
         assert_eq!(
@@ -114,4 +129,8 @@ fn malformed_payloads_are_rejected_counted_and_kept_between_good_ones() {
         );
     }
     assert_eq!(ms.metric("meterstack_readings_accepted_total"), 4.0);
+    assert_eq!(
+        ms.metric("meterstack_mqtt_refused_total{reason=\"bad_client_id\"}"),
+        1.0
+    );
 }

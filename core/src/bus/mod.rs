@@ -128,6 +128,8 @@ pub struct TopicNames {
     pub alerts: String,
     /// Meter connect and disconnect events.
     pub meter_events: String,
+    /// Commands for meters (published to `meters/{id}/commands` by the broker role).
+    pub meter_commands: String,
 }
 
 impl Default for TopicNames {
@@ -139,13 +141,14 @@ impl Default for TopicNames {
             aggregates: "aggregates".into(),
             alerts: "alerts".into(),
             meter_events: "meter.events".into(),
+            meter_commands: "meter.commands".into(),
         }
     }
 }
 
 impl TopicNames {
     /// Every topic name.
-    pub fn all(&self) -> [&str; 6] {
+    pub fn all(&self) -> [&str; 7] {
         [
             &self.readings_raw,
             &self.readings_clean,
@@ -153,6 +156,7 @@ impl TopicNames {
             &self.aggregates,
             &self.alerts,
             &self.meter_events,
+            &self.meter_commands,
         ]
     }
 }

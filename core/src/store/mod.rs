@@ -1,0 +1,168 @@
+//! The SQL store: the meter registry, meter credentials and connectivity, and API keys.
+//!
+//! One implementation over sqlx's `Any` driver: SQLite (default, a file in the data
+//! directory) or PostgreSQL (`store.url = "postgres://…"`), with the same migrations
+//! (`core/migrations/`) and the same queries. Queries use `$1, $2, …` placeholders in order of
+//! first appearance, which both drivers bind by number; instants are stored as microseconds
+//! since the epoch and dates as ISO text, the types both databases share.
+
+pub mod keys;
+pub mod meters;
+pub mod secret;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+
+/// Section `[store]` of `meterstack.toml`: the SQL store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DB`; empty means the SQLite file
+    /// `meterstack.db` in the data directory.
+    pub url: String,
+    /// Most pooled connections.
+    pub max_connections: u32,
+    /// How long a query may wait for a pooled connection.
+    #[serde(with = "crate::duration")]
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors of the SQL store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or opened.
+    #[error("cannot open the SQL store {url}: {source}")]
+    Connect {
+        /// The URL, without its password.
+        url: String,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// A migration failed.
+    #[error("cannot migrate the SQL store: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("SQL store query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    /// The named row does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The row already exists.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// Input that cannot be stored, with the reason.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// `Result` with [`StoreError`].
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A handle on the SQL store; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+impl StoreConfig {
+    /// The URL to connect to: `url`, or the SQLite file in `data_dir`.
+    pub fn effective_url(&self, data_dir: &Path) -> String {
+        if self.url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join("meterstack.db").display()
+            )
+        } else {
+            self.url.clone()
+        }
+    }
+
+    /// Connects, and applies pending migrations.
+    pub async fn build(&self, data_dir: &Path) -> Result<SqlStore> {
+        install_default_drivers();
+        let url = self.effective_url(data_dir);
+        let sqlite = url.starts_with("sqlite:");
+        let connect_error = |source| StoreError::Connect {
+            url: redact(&url),
+            source,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(self.max_connections.max(1))
+            .acquire_timeout(self.acquire_timeout)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL lets the CLI and a running server share the file; the busy
+                        // timeout makes writers wait for each other instead of failing.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(connect_error)?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqlStore { pool })
+    }
+}
+
+impl SqlStore {
+    /// The connection pool, for queries of other modules.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes every pooled connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// `url` with any password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Now, in microseconds since the epoch.
+pub(crate) fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Microseconds since the epoch as a UTC instant.
+pub fn from_micros(us: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(us).unwrap_or_default()
+}

@@ -1,0 +1,389 @@
+//! The store's behaviour, run on SQLite and on PostgreSQL (`METERSTACK_TEST_POSTGRES`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use chrono::{NaiveDate, TimeDelta, Utc};
+use sqlx::Connection;
+
+use super::keys::Role;
+use super::meters::{MeterClass, MeterFields, MeterFilter, MeterStatus};
+use super::secret::{generate_meter_secret, hash_meter_secret, verify_meter_secret};
+use super::{SqlStore, StoreConfig, StoreError};
+use crate::reading::MeterId;
+
+async fn sqlite(dir: &Path) -> SqlStore {
+    StoreConfig::default()
+        .build(dir)
+        .await
+        .expect("open SQLite")
+}
+
+/// A fresh database on the PostgreSQL server `METERSTACK_TEST_POSTGRES` names
+/// (`postgres://user:password@host:port/db`; scripts/test starts one).
+async fn postgres(_dir: &Path) -> SqlStore {
+    let admin_url = std::env::var("METERSTACK_TEST_POSTGRES").expect(
+        "METERSTACK_TEST_POSTGRES=postgres://… must name a PostgreSQL server (scripts/test starts one)",
+    );
+    sqlx::any::install_default_drivers();
+    let name = format!("meterstack_test_{}", super::secret::random_hex(6));
+    let mut admin = sqlx::AnyConnection::connect(&admin_url)
+        .await
+        .expect("connect to PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(&admin_url);
+    StoreConfig {
+        url: format!("{base}/{name}"),
+        ..StoreConfig::default()
+    }
+    .build(Path::new("."))
+    .await
+    .expect("open PostgreSQL")
+}
+
+fn id(s: &str) -> MeterId {
+    MeterId::new(s).unwrap()
+}
+
+macro_rules! suite {
+    ($name:ident, $open:ident) => {
+        mod $name {
+            use super::*;
+
+            async fn open() -> (tempfile::TempDir, SqlStore) {
+                let dir = tempfile::tempdir().unwrap();
+                let store = $open(dir.path()).await;
+                (dir, store)
+            }
+
+            #[tokio::test]
+            async fn meters_crud_paging_and_filters() {
+                let (_d, store) = open().await;
+                let fields = MeterFields {
+                    feeder: Some(Some("F1".into())),
+                    meter_class: Some(Some(MeterClass::Household)),
+                    lat: Some(Some(52.1)),
+                    lon: Some(Some(5.1)),
+                    rated_current_a: Some(Some(40.0)),
+                    installed_on: Some(Some(NaiveDate::from_ymd_opt(2024, 3, 1).unwrap())),
+                    ..MeterFields::default()
+                };
+                let m = store.create_meter(&id("m-001"), &fields).await.unwrap();
+                assert_eq!(m.status, MeterStatus::Active);
+                assert!(matches!(
+                    store.create_meter(&id("m-001"), &fields).await,
+                    Err(StoreError::Conflict(_))
+                ));
+                for i in 2..=25 {
+                    let feeder = if i % 2 == 0 { "F2" } else { "F1" };
+                    store
+                        .create_meter(
+                            &id(&format!("m-{i:03}")),
+                            &MeterFields {
+                                feeder: Some(Some(feeder.into())),
+                                ..MeterFields::default()
+                            },
+                        )
+                        .await
+                        .unwrap();
+                }
+                // Paging by id, with a filter.
+                let mut seen = Vec::new();
+                let mut after = None;
+                loop {
+                    let page = store
+                        .list_meters(&MeterFilter {
+                            feeder: Some("F1".into()),
+                            after: after.clone(),
+                            limit: Some(5),
+                            ..MeterFilter::default()
+                        })
+                        .await
+                        .unwrap();
+                    if page.is_empty() {
+                        break;
+                    }
+                    after = page.last().map(|m| m.meter_id.to_string());
+                    seen.extend(page.into_iter().map(|m| m.meter_id.to_string()));
+                }
+                let expected: Vec<String> = (1..=25)
+                    .filter(|i| i % 2 == 1)
+                    .map(|i| format!("m-{i:03}"))
+                    .collect();
+                assert_eq!(seen, expected);
+                // Update: absent keeps, null clears.
+                let patch: MeterFields = serde_json::from_str(
+                    r#"{"lat": null, "status": "decommissioned", "tariff_id": "T9"}"#,
+                )
+                .unwrap();
+                let m = store.update_meter(&id("m-001"), &patch).await.unwrap();
+                assert_eq!(m.lat, None);
+                assert_eq!(m.lon, Some(5.1));
+                assert_eq!(m.tariff_id.as_deref(), Some("T9"));
+                assert_eq!(m.status, MeterStatus::Decommissioned);
+                assert_eq!(m.rated_current_a, Some(40.0));
+                let listed = store
+                    .list_meters(&MeterFilter {
+                        status: Some(MeterStatus::Decommissioned),
+                        ..MeterFilter::default()
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(listed.len(), 1);
+                assert_eq!(store.meter(&id("m-001")).await.unwrap().unwrap(), m);
+                assert!(store.delete_meter(&id("m-001")).await.unwrap());
+                assert!(!store.delete_meter(&id("m-001")).await.unwrap());
+                assert!(store.meter(&id("m-001")).await.unwrap().is_none());
+                assert!(matches!(
+                    store.update_meter(&id("m-001"), &patch).await,
+                    Err(StoreError::NotFound(_))
+                ));
+            }
+
+            #[tokio::test]
+            async fn invalid_fields_are_refused() {
+                let (_d, store) = open().await;
+                for bad in [
+                    r#"{"lat": 91}"#,
+                    r#"{"rated_current_a": -1}"#,
+                    r#"{"feeder": "a\u0000b"}"#,
+                ] {
+                    let f: MeterFields = serde_json::from_str(bad).unwrap();
+                    assert!(
+                        matches!(
+                            store.create_meter(&id("x"), &f).await,
+                            Err(StoreError::Invalid(_))
+                        ),
+                        "{bad}"
+                    );
+                }
+                assert!(serde_json::from_str::<MeterFields>(r#"{"colour": "red"}"#).is_err());
+                assert!(
+                    serde_json::from_str::<MeterFields>(r#"{"meter_class": "factory"}"#).is_err()
+                );
+            }
+
+            #[tokio::test]
+            async fn upsert_is_all_or_nothing() {
+                let (_d, store) = open().await;
+                store
+                    .create_meter(&id("a"), &MeterFields::default())
+                    .await
+                    .unwrap();
+                let rows = vec![
+                    (
+                        id("a"),
+                        MeterFields {
+                            feeder: Some(Some("F".into())),
+                            ..MeterFields::default()
+                        },
+                    ),
+                    (id("b"), MeterFields::default()),
+                ];
+                assert_eq!(store.upsert_meters(&rows).await.unwrap(), (1, 1));
+                assert_eq!(
+                    store
+                        .meter(&id("a"))
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .feeder
+                        .as_deref(),
+                    Some("F")
+                );
+                let bad = vec![
+                    (id("c"), MeterFields::default()),
+                    (
+                        id("d"),
+                        MeterFields {
+                            lat: Some(Some(1000.0)),
+                            ..MeterFields::default()
+                        },
+                    ),
+                ];
+                assert!(store.upsert_meters(&bad).await.is_err());
+                assert!(store.meter(&id("c")).await.unwrap().is_none());
+            }
+
+            #[tokio::test]
+            async fn secrets_certificates_and_auto_registration() {
+                let (_d, store) = open().await;
+                assert!(store.auto_register(&id("auto")).await.unwrap());
+                assert!(!store.auto_register(&id("auto")).await.unwrap());
+                assert!(
+                    store
+                        .meter(&id("auto"))
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .auto_registered
+                );
+                let secret = generate_meter_secret();
+                store
+                    .set_meter_secret(&id("auto"), &hash_meter_secret(&secret).unwrap())
+                    .await
+                    .unwrap();
+                let creds = store.meter_credentials(&id("auto")).await.unwrap().unwrap();
+                let hash = creds.secret_hash.unwrap();
+                assert!(hash.starts_with("$argon2id$"));
+                assert!(!hash.contains(&secret));
+                assert!(verify_meter_secret(&secret, &hash));
+                assert!(!verify_meter_secret("wrong", &hash));
+                assert!(
+                    store
+                        .meter_credentials(&id("nobody"))
+                        .await
+                        .unwrap()
+                        .is_none()
+                );
+                assert!(matches!(
+                    store.set_meter_secret(&id("nobody"), "x").await,
+                    Err(StoreError::NotFound(_))
+                ));
+
+                let now = Utc::now();
+                store
+                    .record_certificate("0a1b", &id("auto"), now, now + TimeDelta::days(1))
+                    .await
+                    .unwrap();
+                assert!(
+                    store
+                        .certificate("0a1b")
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .revoked_at
+                        .is_none()
+                );
+                let revoked = store.revoke_certificate("0a1b").await.unwrap();
+                assert!(revoked.revoked_at.is_some());
+                assert_eq!(
+                    store.certificates(&id("auto")).await.unwrap(),
+                    vec![revoked]
+                );
+                assert!(matches!(
+                    store.revoke_certificate("ffff").await,
+                    Err(StoreError::NotFound(_))
+                ));
+                assert!(matches!(
+                    store
+                        .record_certificate("01", &id("nobody"), now, now)
+                        .await,
+                    Err(StoreError::NotFound(_))
+                ));
+            }
+
+            #[tokio::test]
+            async fn connectivity_follows_the_latest_session() {
+                let (_d, store) = open().await;
+                let m = id("c1");
+                let t0 = Utc::now();
+                store
+                    .record_connect(&m, "s1", "secret", "10.0.0.1:5000", t0)
+                    .await
+                    .unwrap();
+                store
+                    .record_seen(&[(m.clone(), t0 + TimeDelta::seconds(5))])
+                    .await
+                    .unwrap();
+                // A reconnect (session s2) before s1's disconnect is recorded.
+                let t1 = t0 + TimeDelta::seconds(10);
+                store
+                    .record_connect(&m, "s2", "certificate", "10.0.0.1:5001", t1)
+                    .await
+                    .unwrap();
+                store
+                    .record_disconnect(&m, "s1", "replaced", t1)
+                    .await
+                    .unwrap();
+                let c = store.connectivity(&m).await.unwrap().unwrap();
+                assert!(c.online);
+                assert_eq!(c.session_id, "s2");
+                assert_eq!(c.auth_method, "certificate");
+                // last_seen never moves back.
+                store.record_seen(&[(m.clone(), t0)]).await.unwrap();
+                let c = store.connectivity(&m).await.unwrap().unwrap();
+                assert_eq!(c.last_seen.timestamp_micros(), t1.timestamp_micros());
+                store
+                    .record_disconnect(&m, "s2", "client_disconnect", t1 + TimeDelta::seconds(1))
+                    .await
+                    .unwrap();
+                let c = store.connectivity(&m).await.unwrap().unwrap();
+                assert!(!c.online);
+                assert_eq!(c.disconnect_reason.as_deref(), Some("client_disconnect"));
+            }
+
+            #[tokio::test]
+            async fn api_keys_authenticate_until_revoked() {
+                let (_d, store) = open().await;
+                assert!(!store.has_admin_key().await.unwrap());
+                let (key, plaintext) = store
+                    .create_api_key(Role::Analyst, "bi tool")
+                    .await
+                    .unwrap();
+                let (_, admin) = store.create_api_key(Role::Admin, "root").await.unwrap();
+                assert!(store.has_admin_key().await.unwrap());
+                assert_eq!(
+                    store
+                        .authenticate_api_key(&plaintext)
+                        .await
+                        .unwrap()
+                        .map(|k| k.role),
+                    Some(Role::Analyst)
+                );
+                assert_eq!(
+                    store
+                        .authenticate_api_key(&admin)
+                        .await
+                        .unwrap()
+                        .map(|k| k.role),
+                    Some(Role::Admin)
+                );
+                // A wrong secret with a right id, garbage, and a revoked key are all refused.
+                let forged = format!("msk_{}_{}", key.key_id, "0".repeat(64));
+                assert!(store.authenticate_api_key(&forged).await.unwrap().is_none());
+                assert!(
+                    store
+                        .authenticate_api_key("Bearer x")
+                        .await
+                        .unwrap()
+                        .is_none()
+                );
+                assert!(store.authenticate_api_key("").await.unwrap().is_none());
+                store.revoke_api_key(&key.key_id).await.unwrap();
+                assert!(
+                    store
+                        .authenticate_api_key(&plaintext)
+                        .await
+                        .unwrap()
+                        .is_none()
+                );
+                let keys = store.api_keys().await.unwrap();
+                assert_eq!(keys.len(), 2);
+                assert!(!keys.iter().any(|k| format!("{k:?}").contains(&plaintext)));
+                assert!(matches!(
+                    store.revoke_api_key("000000000000").await,
+                    Err(StoreError::NotFound(_))
+                ));
+            }
+        }
+    };
+}
+
+suite!(sqlite_store, sqlite);
+suite!(postgres_store, postgres);
+
+#[test]
+fn redact_hides_passwords() {
+    assert_eq!(
+        super::redact("postgres://u:secret@h:5432/db"),
+        "postgres://u:***@h:5432/db"
+    );
+    assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
+}
