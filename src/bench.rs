@@ -31,11 +31,34 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 10_000)]
         keys: usize,
     },
+    /// Simultaneous meter connections: starts `meterstack up --dev` on loopback (data in a
+    /// temporary directory), opens `--connections` MQTT connections to it and holds them,
+    /// and reports the server's resident memory before and after, per connection.
+    Connections {
+        /// Connections to open and hold
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Connections opened concurrently
+        #[arg(long, default_value_t = 200)]
+        parallel: usize,
+        /// Seconds to hold them before measuring again
+        #[arg(long, default_value_t = 10)]
+        hold: u64,
+    },
 }
 
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
     match command {
+        BenchCommand::Connections {
+            connections,
+            parallel,
+            hold,
+        } => {
+            let result = connections_bench(connections, parallel, hold).await?;
+            println!("{result}");
+            Ok(())
+        }
         BenchCommand::Bus {
             records,
             bytes,
@@ -91,4 +114,140 @@ pub(crate) async fn run(command: BenchCommand, config: &Config) -> anyhow::Resul
             Ok(())
         }
     }
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))?;
+    Ok(kib * 1024)
+}
+
+/// An MQTT 3.1.1 CONNECT without credentials (development mode), keep-alive 600 s.
+fn connect_packet(client_id: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0x02, 0x58];
+    body.extend_from_slice(&u16::try_from(client_id.len()).unwrap_or(0).to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    let mut packet = vec![0x10, u8::try_from(body.len()).unwrap_or(0)];
+    packet.extend(body);
+    packet
+}
+
+async fn connections_bench(
+    n: usize,
+    parallel: usize,
+    hold: u64,
+) -> anyhow::Result<serde_json::Value> {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+    // Each meter costs the server three descriptors (meter socket, the gate's socket to
+    // rumqttd, rumqttd's end of it) and this client one.
+    let need = (n as u64) * 3 + 1024;
+    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    if hard < need {
+        // Only a privileged user may raise the hard limit.
+        let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, need, need);
+    }
+    let soft = rlimit::increase_nofile_limit(need).unwrap_or(soft);
+    anyhow::ensure!(
+        soft >= need,
+        "{n} connections need {need} open files; the limit is {soft} (raise it: ulimit -n {need})"
+    );
+
+    let dir = tempfile::tempdir()?;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args([
+            "up",
+            "--dev",
+            "--mqtt-port",
+            "0",
+            "--http-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env("METERSTACK__MQTT__LISTEN", "127.0.0.1:0")
+        .env("METERSTACK__HTTP__LISTEN", "127.0.0.1:0")
+        .env("METERSTACK__MQTT__MAX_CONNECTIONS", (n + 100).to_string())
+        .env("RUST_LOG", "warn,rumqttd=off")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child
+        .id()
+        .ok_or_else(|| anyhow::anyhow!("the server exited"))?;
+    let mut lines = BufReader::new(
+        child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?,
+    )
+    .lines();
+    let mqtt = loop {
+        let line = lines
+            .next_line()
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the server exited before it was ready"))?;
+        if let Some(addr) = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("mqtt="))
+        {
+            break addr.to_owned();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = rss_bytes(pid)?;
+
+    let started = Instant::now();
+    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let permit = semaphore.clone().acquire_owned().await?;
+        let mqtt = mqtt.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            let mut stream = tokio::net::TcpStream::connect(&mqtt).await?;
+            stream
+                .write_all(&connect_packet(&format!("bench-{i:06}")))
+                .await?;
+            let mut connack = [0u8; 4];
+            stream.read_exact(&mut connack).await?;
+            anyhow::ensure!(connack == [0x20, 2, 0, 0], "CONNACK {connack:?}");
+            Ok::<_, anyhow::Error>(stream)
+        });
+    }
+    let mut held = Vec::with_capacity(n);
+    let mut failed = 0usize;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(stream)) => held.push(stream),
+            _ => failed += 1,
+        }
+    }
+    let connect_s = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(hold)).await;
+    let after = rss_bytes(pid)?;
+    // Still held: every connection is open on both ends.
+    let open = held.len();
+    drop(held);
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    anyhow::ensure!(failed == 0, "{failed} of {n} connections failed");
+    let per = (after.saturating_sub(before)) as f64 / open.max(1) as f64;
+    Ok(json!({
+        "connections": open,
+        "connect_s": connect_s,
+        "connects_per_s": (open as f64 / connect_s).round(),
+        "rss_before_mb": before as f64 / 1e6,
+        "rss_after_mb": after as f64 / 1e6,
+        "rss_per_connection_kb": (per / 1024.0 * 10.0).round() / 10.0,
+    }))
 }

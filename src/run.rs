@@ -87,6 +87,20 @@ fn report(name: &str, result: Result<anyhow::Result<()>, JoinError>) -> bool {
 pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Result<()> {
     anyhow::ensure!(!roles.is_empty(), "no roles to run");
     let metrics = telemetry::init_metrics()?;
+    // Every meter connection takes three descriptors (see the gate): use what the system
+    // allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if roles.contains(&Role::Broker) && n / 3 < config.mqtt.max_connections as u64 => {
+            warn!(
+                open_files = n,
+                meters = n / 3,
+                max_connections = config.mqtt.max_connections,
+                "the open-file limit holds fewer meter connections than mqtt.max_connections (each takes three descriptors); raise it (e.g. systemd LimitNOFILE)"
+            );
+        }
+        Ok(n) => info!(open_files = n, "open-file limit"),
+        Err(e) => warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let health = Arc::new(Health::default());
     health.register("http");
     for role in roles {
@@ -148,6 +162,7 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
         store: store.clone(),
         bus: bus.clone(),
         topics: config.bus.topics.clone(),
+        max_body_bytes: config.http.max_body_bytes,
     };
     let server = config
         .http

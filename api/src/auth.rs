@@ -101,30 +101,54 @@ pub(crate) async fn authorize(
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(|v| v.trim().to_owned());
+    let method = request.method().clone();
+    match check(&state, presented.as_deref(), &method, roles, &route).await {
+        Ok(key) => {
+            request.extensions_mut().insert(key);
+            next.run(request).await
+        }
+        Err(refusal) => {
+            // Read the (size-limited) body before answering, so the connection stays usable
+            // for the client's next request.
+            let _ = axum::body::to_bytes(request.into_body(), state.max_body_bytes).await;
+            refusal
+        }
+    }
+}
+
+/// The key of an authorized request, or the refusal to answer.
+async fn check(
+    state: &AppState,
+    presented: Option<&str>,
+    method: &Method,
+    roles: Admitted,
+    route: &str,
+) -> Result<ApiKey, Response> {
     let Some(presented) = presented else {
-        return unauthorized("this endpoint needs an API key: Authorization: Bearer <key>");
+        return Err(unauthorized(
+            "this endpoint needs an API key: Authorization: Bearer <key>",
+        ));
     };
     let key: ApiKey = match state.store.authenticate_api_key(presented).await {
         Ok(Some(key)) => key,
-        Ok(None) => return unauthorized("the API key is unknown or revoked"),
-        Err(e) => return crate::error::store_error(e).into_response(),
+        Ok(None) => return Err(unauthorized("the API key is unknown or revoked")),
+        Err(e) => return Err(crate::error::store_error(e).into_response()),
     };
     if !roles.contains(&key.role) {
         metrics::counter!(API_AUTH_REFUSED, "status" => "403").increment(1);
         let needed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-        return ApiError::new(
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!(
                 "role {} may not {} {route}; it needs one of: {}",
                 key.role.as_str(),
-                request.method(),
+                method,
                 needed.join(", ")
             ),
         )
-        .into_response();
+        .into_response());
     }
-    request.extensions_mut().insert(key);
-    next.run(request).await
+    Ok(key)
 }

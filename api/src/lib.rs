@@ -56,6 +56,8 @@ pub struct AppState {
     pub bus: Option<Arc<dyn Bus>>,
     /// Bus topic names.
     pub topics: TopicNames,
+    /// Largest request body accepted (`http.max_body_bytes`).
+    pub max_body_bytes: usize,
 }
 
 impl std::fmt::Debug for AppState {

@@ -63,7 +63,7 @@ const fn refuse(reason: &'static str, code: u8) -> Refusal {
 
 /// Every reason the gate refuses a connection, publish or subscription for (the `reason` label
 /// of `meterstack_mqtt_refused_total`).
-pub const REFUSAL_REASONS: [&str; 21] = [
+pub const REFUSAL_REASONS: [&str; 22] = [
     "bad_protocol",
     "bad_client_id",
     "no_credentials",
@@ -74,8 +74,9 @@ pub const REFUSAL_REASONS: [&str; 21] = [
     "unknown_certificate",
     "certificate_revoked",
     "certificate_mismatch",
-    "tls_unknown_issuer",
+    "tls_untrusted",
     "tls_expired",
+    "tls_not_yet_valid",
     "tls_revoked",
     "tls_handshake",
     "publish_denied",

@@ -199,7 +199,10 @@ impl Bridge {
 /// stamped with the receive time.
 fn raw_record(topic: String, payload: bytes::Bytes) -> Record {
     let key = topic.split('/').nth(1).unwrap_or_default().to_owned();
-    let format = topic.rsplit('/').next().unwrap_or_default().to_owned();
+    let format = match topic.rsplit('/').next().unwrap_or_default() {
+        "readings" => "json".to_owned(),
+        other => other.to_owned(),
+    };
     Record {
         key,
         value: payload,

@@ -164,7 +164,13 @@ impl Gate {
 fn tls_reason(e: &std::io::Error) -> &'static str {
     use rustls::{CertificateError, Error};
     match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
-        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => "tls_unknown_issuer",
+        // Not signed by the meter CA: an unknown issuer, or one named like it (bad signature).
+        Some(Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        )) => "tls_untrusted",
+        Some(Error::InvalidCertificate(
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
+        )) => "tls_not_yet_valid",
         Some(Error::InvalidCertificate(
             CertificateError::Expired | CertificateError::ExpiredContext { .. },
         )) => "tls_expired",

@@ -235,6 +235,13 @@ impl Decoder {
         let (meter_id, format) = match parse_topic(topic) {
             Ok(parsed) => parsed,
             Err(rejection) => {
+                // An unknown format still names a valid meter: keep it with the reject.
+                if rejection.reason == RejectReason::UnknownFormat {
+                    out.meter_id = topic
+                        .strip_prefix("meters/")
+                        .and_then(|rest| rest.split('/').next())
+                        .and_then(|id| MeterId::new(id).ok());
+                }
                 whole(&mut out, rejection);
                 return out;
             }
@@ -254,7 +261,7 @@ impl Decoder {
         }
         if format == Format::Dsmr {
             match dsmr::parse(payload) {
-                Ok(telegram) => match self.from_telegram(&meter_id, &telegram, received_at) {
+                Ok(telegram) => match self.telegram_reading(&meter_id, &telegram, received_at) {
                     Ok(reading) => out.readings.push(reading),
                     Err(rejection) => whole(&mut out, rejection),
                 },
@@ -335,7 +342,7 @@ impl Decoder {
 
     /// The reading a P1 telegram carries; a telegram without a timestamp (DSMR 2.2) is
     /// stamped with its receive time.
-    fn from_telegram(
+    fn telegram_reading(
         &self,
         meter_id: &MeterId,
         t: &dsmr::Telegram,

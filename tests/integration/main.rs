@@ -8,8 +8,10 @@
 mod compose;
 mod config;
 mod crash;
+mod dsmr;
 mod duckdb;
 mod harness;
+mod identity;
 mod kafka;
 mod malformed;
 mod path;

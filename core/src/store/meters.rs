@@ -182,12 +182,12 @@ impl MeterFields {
             ("tariff_id", &self.tariff_id),
         ];
         for (name, value) in texts {
-            if let Some(Some(v)) = value {
-                if v.len() > MAX_TEXT || v.chars().any(char::is_control) {
-                    return Err(StoreError::Invalid(format!(
-                        "{name} must be at most {MAX_TEXT} bytes without control characters"
-                    )));
-                }
+            if let Some(Some(v)) = value
+                && (v.len() > MAX_TEXT || v.chars().any(char::is_control))
+            {
+                return Err(StoreError::Invalid(format!(
+                    "{name} must be at most {MAX_TEXT} bytes without control characters"
+                )));
             }
         }
         let range = |name: &str, v: Option<Option<f64>>, lo: f64, hi: f64| match v {

@@ -143,6 +143,13 @@ fn topics_are_checked() {
         assert_eq!(reasons(&d), vec!["bad_topic"], "{topic}");
         assert_eq!(d.meter_id, None);
     }
+    // A valid meter with a format meterstack does not decode.
+    let d = decoder.decode("meters/m-1/xml", b"<r/>", now);
+    assert_eq!(reasons(&d), vec!["unknown_format"]);
+    assert_eq!(d.meter_id.map(|m| m.to_string()), Some("m-1".to_owned()));
+    // A DSMR topic takes telegrams, not JSON.
+    let d = decoder.decode("meters/m-1/dsmr", br#"{"ts":0,"import_wh":1}"#, now);
+    assert_eq!(reasons(&d), vec!["bad_telegram"]);
 }
 
 fn arb_reading() -> impl Strategy<Value = Reading> {
