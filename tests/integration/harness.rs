@@ -292,7 +292,7 @@ fn mosquitto_pub_cmd(port: u16, topic: &str) -> Command {
 }
 
 /// `mosquitto_pub` at QoS 1 on `topic`, without a client id.
-fn mosquitto_pub_anon(port: u16, topic: &str) -> Command {
+pub(crate) fn mosquitto_pub_anon(port: u16, topic: &str) -> Command {
     let mut cmd = Command::new("mosquitto_pub");
     cmd.args([
         "-h",

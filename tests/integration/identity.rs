@@ -28,6 +28,22 @@ fn cli(data: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A CA and a server certificate for 127.0.0.1 in `data`.
+fn init_pki(data: &Path) {
+    cli(data, &["certs", "init-ca"]);
+    cli(
+        data,
+        &[
+            "certs",
+            "server",
+            "--name",
+            "localhost",
+            "--ip",
+            "127.0.0.1",
+        ],
+    );
+}
+
 /// The value after `prefix ` on a line of `text`.
 fn field(text: &str, prefix: &str) -> String {
     text.lines()
@@ -61,17 +77,7 @@ fn paho(port: u16, client_id: &str, auth: &[&str], action: &[&str]) -> Value {
 /// mosquitto_pub of one reading at QoS 1; true if the broker acknowledged it.
 fn mosquitto_pub(port: u16, topic: &str, client_id: &str, extra: &[&str]) -> bool {
     let ts = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-    Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-        ])
+    crate::harness::mosquitto_pub_anon(port, topic)
         .args(["-i", client_id])
         .args(["-m", &format!(r#"{{"ts":"{ts}","import_wh":1000}}"#)])
         .args(extra)
@@ -115,18 +121,7 @@ fn setup(dir: &Path) -> (PathBuf, String, Pki) {
     let secret = field(&out, "secret");
     assert_eq!(secret.len(), 64);
 
-    cli(&data, &["certs", "init-ca"]);
-    cli(
-        &data,
-        &[
-            "certs",
-            "server",
-            "--name",
-            "localhost",
-            "--ip",
-            "127.0.0.1",
-        ],
-    );
+    init_pki(&data);
     let mut certs = std::collections::BTreeMap::new();
     let mut issue = |name: &'static str, meter: &str, extra: &[&str]| -> String {
         let out_dir = dir.join("pki").join(name);
@@ -864,18 +859,7 @@ fn http_authorization_matrix() {
 fn https_serves_the_api_with_configured_certificates() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    cli(&data, &["certs", "init-ca"]);
-    cli(
-        &data,
-        &[
-            "certs",
-            "server",
-            "--name",
-            "localhost",
-            "--ip",
-            "127.0.0.1",
-        ],
-    );
+    init_pki(&data);
     let crt = data.join("certs").join("server.crt");
     let key = data.join("certs").join("server.key");
     let ms = Meterstack::start(

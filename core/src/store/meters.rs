@@ -811,55 +811,71 @@ async fn exists(tx: &mut sqlx::AnyConnection, meter_id: &MeterId) -> Result<bool
         .is_some())
 }
 
+/// Binds a meter's descriptive fields, in the order of [`FIELD_COLUMNS`].
+fn bind_fields<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    m: &'q Meter,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(m.site_ref.as_deref())
+        .bind(m.customer_ref.as_deref())
+        .bind(m.feeder.as_deref())
+        .bind(m.transformer.as_deref())
+        .bind(m.lat)
+        .bind(m.lon)
+        .bind(m.meter_class.map(|c| c.as_str()))
+        .bind(m.rated_current_a)
+        .bind(m.tariff_id.as_deref())
+        .bind(m.status.as_str())
+        .bind(date_text(m.installed_on))
+        .bind(date_text(m.exchanged_on))
+}
+
+/// The descriptive columns, bound as `$1`…`$12` by [`bind_fields`].
+const FIELD_COLUMNS: [&str; 12] = [
+    "site_ref",
+    "customer_ref",
+    "feeder",
+    "transformer",
+    "lat",
+    "lon",
+    "meter_class",
+    "rated_current_a",
+    "tariff_id",
+    "status",
+    "installed_on",
+    "exchanged_on",
+];
+
 async fn insert(tx: &mut sqlx::AnyConnection, m: &Meter) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO meters (meter_id, site_ref, customer_ref, feeder, transformer, lat, lon, \
-         meter_class, rated_current_a, tariff_id, status, installed_on, exchanged_on, \
-         auto_registered, secret_hash, created_at, updated_at) \
+    let sql = format!(
+        "INSERT INTO meters ({}, meter_id, auto_registered, secret_hash, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, NULL, $14, $15)",
-    )
-    .bind(m.meter_id.as_str())
-    .bind(m.site_ref.clone())
-    .bind(m.customer_ref.clone())
-    .bind(m.feeder.clone())
-    .bind(m.transformer.clone())
-    .bind(m.lat)
-    .bind(m.lon)
-    .bind(m.meter_class.map(|c| c.as_str()))
-    .bind(m.rated_current_a)
-    .bind(m.tariff_id.clone())
-    .bind(m.status.as_str())
-    .bind(date_text(m.installed_on))
-    .bind(date_text(m.exchanged_on))
-    .bind(m.created_at.timestamp_micros())
-    .bind(m.updated_at.timestamp_micros())
-    .execute(tx)
-    .await?;
+        FIELD_COLUMNS.join(", ")
+    );
+    bind_fields(sqlx::query(AssertSqlSafe(sql)), m)
+        .bind(m.meter_id.as_str())
+        .bind(m.created_at.timestamp_micros())
+        .bind(m.updated_at.timestamp_micros())
+        .execute(tx)
+        .await?;
     Ok(())
 }
 
 async fn update(tx: &mut sqlx::AnyConnection, m: &Meter) -> Result<()> {
-    sqlx::query(
-        "UPDATE meters SET site_ref = $1, customer_ref = $2, feeder = $3, transformer = $4, \
-         lat = $5, lon = $6, meter_class = $7, rated_current_a = $8, tariff_id = $9, \
-         status = $10, installed_on = $11, exchanged_on = $12, auto_registered = 0, \
-         updated_at = $13 WHERE meter_id = $14",
-    )
-    .bind(m.site_ref.clone())
-    .bind(m.customer_ref.clone())
-    .bind(m.feeder.clone())
-    .bind(m.transformer.clone())
-    .bind(m.lat)
-    .bind(m.lon)
-    .bind(m.meter_class.map(|c| c.as_str()))
-    .bind(m.rated_current_a)
-    .bind(m.tariff_id.clone())
-    .bind(m.status.as_str())
-    .bind(date_text(m.installed_on))
-    .bind(date_text(m.exchanged_on))
-    .bind(m.updated_at.timestamp_micros())
-    .bind(m.meter_id.as_str())
-    .execute(tx)
-    .await?;
+    let set: Vec<String> = FIELD_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} = ${}", i + 1))
+        .collect();
+    let sql = format!(
+        "UPDATE meters SET {}, auto_registered = 0, updated_at = $13 WHERE meter_id = $14",
+        set.join(", ")
+    );
+    bind_fields(sqlx::query(AssertSqlSafe(sql)), m)
+        .bind(m.updated_at.timestamp_micros())
+        .bind(m.meter_id.as_str())
+        .execute(tx)
+        .await?;
     Ok(())
 }
