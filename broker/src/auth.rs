@@ -16,20 +16,22 @@ use tracing::{info, warn};
 
 use crate::packet::{Connect, connack};
 
-/// How a meter proved who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a meter proved who it is, with what must stay true for its connection to stay open.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Method {
-    Certificate,
-    Secret,
+    /// A client certificate: its serial must stay unrevoked.
+    Certificate { serial: String },
+    /// A secret: the stored hash it matched must stay the meter's.
+    Secret { hash: String },
     /// Development mode: no proof.
     None,
 }
 
 impl Method {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
-            Self::Certificate => "certificate",
-            Self::Secret => "secret",
+            Self::Certificate { .. } => "certificate",
+            Self::Secret { .. } => "secret",
             Self::None => "none",
         }
     }
@@ -63,7 +65,7 @@ const fn refuse(reason: &'static str, code: u8) -> Refusal {
 
 /// Every reason the gate refuses a connection, publish or subscription for (the `reason` label
 /// of `meterstack_mqtt_refused_total`).
-pub const REFUSAL_REASONS: [&str; 22] = [
+pub const REFUSAL_REASONS: [&str; 23] = [
     "bad_protocol",
     "bad_client_id",
     "no_credentials",
@@ -86,6 +88,7 @@ pub const REFUSAL_REASONS: [&str; 22] = [
     "protocol_violation",
     "max_connections",
     "store_unavailable",
+    "credentials_changed",
 ];
 
 /// Verifies identities against the registry.
@@ -156,7 +159,9 @@ impl Authenticator {
                 if record.revoked_at.is_some() {
                     return Err(refuse("certificate_revoked", connack::NOT_AUTHORIZED));
                 }
-                Method::Certificate
+                Method::Certificate {
+                    serial: cert.serial.clone(),
+                }
             }
             (None, Some(password)) => {
                 let creds = self
@@ -168,10 +173,10 @@ impl Authenticator {
                 let hash = creds
                     .secret_hash
                     .ok_or(refuse("bad_credentials", connack::BAD_CREDENTIALS))?;
-                if !self.verify(&meter_id, password, hash).await {
+                if !self.verify(&meter_id, password, hash.clone()).await {
                     return Err(refuse("bad_credentials", connack::BAD_CREDENTIALS));
                 }
-                Method::Secret
+                Method::Secret { hash }
             }
             (None, None) if connect.username.is_some() => {
                 return Err(refuse("bad_credentials", connack::BAD_CREDENTIALS));
@@ -204,6 +209,30 @@ impl Authenticator {
             return Err(refuse("decommissioned", connack::NOT_AUTHORIZED));
         }
         Ok(Identity { meter_id, method })
+    }
+
+    /// Whether an open connection's identity still holds: the meter registered and active,
+    /// its certificate unrevoked, its secret unchanged. `Some(reason)` if not. A store that
+    /// cannot answer keeps the connection (it was valid; the next round asks again).
+    pub(crate) async fn revalidate(&self, identity: &Identity) -> Option<&'static str> {
+        let creds = match self.store.meter_credentials(&identity.meter_id).await {
+            Ok(Some(creds)) => creds,
+            Ok(None) => return Some("unknown_meter"),
+            Err(_) => return None,
+        };
+        if creds.status == MeterStatus::Decommissioned {
+            return Some("decommissioned");
+        }
+        match &identity.method {
+            Method::Certificate { serial } => match self.store.certificate(serial).await {
+                Ok(Some(c)) if c.revoked_at.is_none() => None,
+                Ok(_) => Some("certificate_revoked"),
+                Err(_) => None,
+            },
+            Method::Secret { hash } => (creds.secret_hash.as_deref() != Some(hash.as_str()))
+                .then_some("credentials_changed"),
+            Method::None => None,
+        }
     }
 
     async fn verify(&self, meter_id: &MeterId, password: &[u8], hash: String) -> bool {

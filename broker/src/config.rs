@@ -31,6 +31,10 @@ pub struct MqttConfig {
     /// How long a new connection may take to send CONNECT (at most 65 s).
     #[serde(with = "meterstack_core::duration")]
     pub connection_timeout: Duration,
+    /// How often open connections are checked against the registry: a revoked certificate,
+    /// a changed secret or a decommissioned meter closes its connection within this time.
+    #[serde(with = "meterstack_core::duration")]
+    pub revalidate_interval: Duration,
     /// Size of one segment of rumqttd's in-memory log of the bridge's subscription (all meter
     /// topics share it; at least 1 KiB).
     pub segment_bytes: usize,
@@ -54,6 +58,7 @@ impl Default for MqttConfig {
             max_packet_bytes: 2 * 1024 * 1024,
             max_inflight: 100,
             connection_timeout: Duration::from_secs(10),
+            revalidate_interval: Duration::from_secs(60),
             segment_bytes: 16 * 1024 * 1024,
             segments: 4,
             bridge: BridgeConfig::default(),

@@ -11,15 +11,19 @@
 //!   counted (MQTT 3.1.1 has no way to refuse a single publish);
 //! - throttles a meter that publishes faster than `limits.publish_rate` by reading its socket
 //!   more slowly, which slows that meter only;
-//! - forwards everything else byte for byte, and rumqttd's answers back.
+//! - forwards everything else byte for byte, and rumqttd's answers back;
+//! - every `mqtt.revalidate_interval`, checks each open connection's identity again and closes
+//!   those whose certificate was revoked, whose secret changed, or whose meter was
+//!   decommissioned or removed.
 //!
 //! On shutdown the gate stops accepting and closes every meter connection first; the bridge
 //! then drains what rumqttd still holds (see [`crate::bridge`]). A publish whose PUBACK was cut
 //! off is unacknowledged, so the meter sends it again: at-least-once, never lost.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -55,6 +59,39 @@ pub(crate) struct Shared {
     pub(crate) session_prefix: String,
     pub(crate) sessions: AtomicU64,
     pub(crate) open: AtomicUsize,
+    /// Open sessions, for revalidation: session number → (identity, its stop token).
+    pub(crate) live: Mutex<HashMap<u64, (Identity, CancellationToken)>>,
+    /// How often open sessions are checked against the registry.
+    pub(crate) revalidate_every: Duration,
+}
+
+impl Shared {
+    /// Checks every open session's identity against the registry; closes those that no
+    /// longer hold (certificate revoked, meter decommissioned or removed, secret changed).
+    async fn revalidate(&self) {
+        let open: Vec<(Identity, CancellationToken)> = match self.live.lock() {
+            Ok(live) => live.values().cloned().collect(),
+            Err(_) => return,
+        };
+        for (identity, stop) in open {
+            if let Some(reason) = self.auth.revalidate(&identity).await {
+                refused(reason);
+                info!(meter = %identity.meter_id, reason, "closing a connection whose identity no longer holds");
+                stop.cancel();
+            }
+        }
+    }
+}
+
+/// Removes a session from [`Shared::live`] when it ends.
+struct LiveGuard<'a>(&'a Shared, u64);
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut live) = self.0.live.lock() {
+            live.remove(&self.1);
+        }
+    }
 }
 
 /// The gate's listeners.
@@ -90,6 +127,20 @@ impl Gate {
     pub(crate) async fn run(self, shutdown: CancellationToken) {
         let connections = TaskTracker::new();
         let tls_listener = self.tls.as_ref().map(|(l, _)| l);
+        let revalidation = {
+            let shared = self.shared.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(shared.revalidate_every);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        _ = tick.tick() => shared.revalidate().await,
+                    }
+                }
+            })
+        };
         loop {
             let (accepted, tls) = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -153,6 +204,7 @@ impl Gate {
         }
         drop(self.tcp);
         drop(self.tls);
+        let _ = revalidation.await;
         connections.close();
         let open = connections.len();
         connections.wait().await;
@@ -302,11 +354,13 @@ async fn serve<S>(
     if up_wr.write_all(&rewritten).await.is_err() {
         return;
     }
-    let session = format!(
-        "{}-{}",
-        shared.session_prefix,
-        shared.sessions.fetch_add(1, Ordering::Relaxed)
-    );
+    let number = shared.sessions.fetch_add(1, Ordering::Relaxed);
+    let session = format!("{}-{number}", shared.session_prefix);
+    let invalidated = CancellationToken::new();
+    if let Ok(mut live) = shared.live.lock() {
+        live.insert(number, (identity.clone(), invalidated.clone()));
+    }
+    let _live = LiveGuard(&shared, number);
     metrics::counter!(MQTT_CONNECTS, "auth" => identity.method.as_str()).increment(1);
     shared.connectivity.connected(
         &identity.meter_id,
@@ -335,6 +389,7 @@ async fn serve<S>(
         r = downstream => r,
         r = upstream_relay => r,
         () = shutdown.cancelled() => "shutdown",
+        () = invalidated.cancelled() => "identity_invalidated",
     };
     debug!(%peer, meter = %identity.meter_id, %session, reason, "meter disconnected");
     shared

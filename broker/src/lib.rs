@@ -252,6 +252,8 @@ impl MqttConfig {
             session_prefix: random_hex(4),
             sessions: AtomicU64::new(0),
             open: AtomicUsize::new(0),
+            live: std::sync::Mutex::new(std::collections::HashMap::new()),
+            revalidate_every: self.revalidate_interval.max(Duration::from_millis(100)),
         };
         info!(tcp = ?addrs.tcp, tls = ?addrs.tls, "MQTT broker listening (MQTT 3.1.1)");
         Ok(Broker {

@@ -198,19 +198,47 @@ fn setup(dir: &Path) -> (PathBuf, String, Pki) {
     )
 }
 
-fn start(dir: &Path, pki: &Pki) -> Meterstack {
+/// `meterstack up` without `--dev`, with the TLS listener on and `extra` settings.
+fn start(dir: &Path, pki: &Pki, extra: &[(&str, &str)]) -> Meterstack {
     let path = |p: &PathBuf| p.to_str().expect("utf-8").to_owned();
     let (ca, crt, key) = (path(&pki.ca), path(&pki.server_crt), path(&pki.server_key));
-    Meterstack::start(
-        dir,
-        &[
-            ("METERSTACK__DEV", "false"),
-            ("METERSTACK__MQTT__TLS__LISTEN", "127.0.0.1:0"),
-            ("METERSTACK__MQTT__TLS__CERT", &crt),
-            ("METERSTACK__MQTT__TLS__KEY", &key),
-            ("METERSTACK__MQTT__TLS__CLIENT_CA", &ca),
-        ],
-    )
+    let mut env = vec![
+        ("METERSTACK__DEV", "false"),
+        ("METERSTACK__MQTT__TLS__LISTEN", "127.0.0.1:0"),
+        ("METERSTACK__MQTT__TLS__CERT", crt.as_str()),
+        ("METERSTACK__MQTT__TLS__KEY", key.as_str()),
+        ("METERSTACK__MQTT__TLS__CLIENT_CA", ca.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    Meterstack::start(dir, &env)
+}
+
+/// paho-mqtt as meter `id`, subscribed to its command topic (returns once the SUBACK is in),
+/// waiting up to 30 s for one command or a disconnect.
+fn spawn_subscriber(port: u16, id: &str, auth: &[String]) -> std::process::Child {
+    let mut child = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/integration/paho_client.py"
+        ))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--client-id",
+            id,
+            "--wait",
+            "30",
+        ])
+        .args(auth)
+        .args(["subscribe", &format!("meters/{id}/commands"), "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let stderr = child.stderr.take().expect("stderr");
+    let first = BufReader::new(stderr).lines().next().and_then(Result::ok);
+    assert_eq!(first.as_deref(), Some("SUBSCRIBED"), "{id}");
+    child
 }
 
 fn refused(ms: &Meterstack, reason: &str) -> f64 {
@@ -228,7 +256,7 @@ fn only_a_meter_itself_can_publish_its_readings() {
     )
     .expect("csv");
     let (_data, secret, pki) = setup(dir.path());
-    let ms = start(dir.path(), &pki);
+    let ms = start(dir.path(), &pki, &[]);
     let port = ms.mqtt_port;
     let tls_port = ms.mqtts_port.expect("the TLS listener is on");
     let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
@@ -490,28 +518,7 @@ fn commands_reach_only_their_meter() {
     assert!(ms.ready_line.contains(" dev=true"), "{}", ms.ready_line);
     let port = ms.mqtt_port;
     // Development mode: meter-x registers itself by connecting.
-    let mut sub = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/integration/paho_client.py"
-        ))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--client-id",
-            "meter-x",
-            "--wait",
-            "20",
-        ])
-        .args(["subscribe", "meters/meter-x/commands", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let stderr = sub.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    assert_eq!(first, "SUBSCRIBED");
+    let sub = spawn_subscriber(port, "meter-x", &[]);
     let (status, body) = ms.admin(
         "POST",
         "/api/v1/meters/meter-x/commands",
@@ -987,4 +994,77 @@ fn separate_broker_and_api_processes_share_a_postgres_registry() {
     );
     assert!(broker.terminate().success());
     assert!(api.terminate().success());
+}
+
+/// Revoking a certificate or changing a secret closes the connections that used it.
+#[test]
+fn revocation_and_secret_rotation_close_open_connections() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("decommission.csv"), "meter_id\nmeter-c\n").expect("csv");
+    let (_data, secret, pki) = setup(dir.path());
+    let path = |p: &PathBuf| p.to_str().expect("utf-8").to_owned();
+    let ms = start(
+        dir.path(),
+        &pki,
+        &[("METERSTACK__MQTT__REVALIDATE_INTERVAL", "500ms")],
+    );
+    let tls_port = ms.mqtts_port.expect("TLS listener");
+    // Two idle meters wait on their command topics: b by certificate, a by secret.
+    let (b_crt, b_key) = &pki.certs["b"];
+    let b = spawn_subscriber(
+        tls_port,
+        "meter-b",
+        &[
+            "--cafile".into(),
+            path(&pki.ca),
+            "--cert".into(),
+            path(b_crt),
+            "--key".into(),
+            path(b_key),
+        ],
+    );
+    let a = spawn_subscriber(
+        ms.mqtt_port,
+        "meter-a",
+        &[
+            "--username".into(),
+            "meter-a".into(),
+            "--password".into(),
+            secret.clone(),
+        ],
+    );
+    let (_, certs) = ms.admin("GET", "/api/v1/meters/meter-b/certificates", None);
+    let serial = certs["certificates"][0]["serial"]
+        .as_str()
+        .expect("serial")
+        .to_owned();
+    let started = std::time::Instant::now();
+    let (status, revoked) = ms.admin(
+        "POST",
+        &format!("/api/v1/certificates/{serial}/revoke"),
+        None,
+    );
+    assert_eq!(status, 200, "{revoked}");
+    assert!(revoked["revoked_at"].is_string());
+    let (status, _) = ms.admin("POST", "/api/v1/meters/meter-a/secret", None);
+    assert_eq!(status, 201);
+    for (who, child) in [("certificate", b), ("secret", a)] {
+        let out = child.wait_with_output().expect("paho exits");
+        let r: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(r["disconnected"], json!(true), "{who}: {r}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{who}: closed only after {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(refused(&ms, "certificate_revoked"), 1.0);
+    assert_eq!(refused(&ms, "credentials_changed"), 1.0);
+    // The old secret no longer connects.
+    assert!(!mosquitto_pub(
+        ms.mqtt_port,
+        "meters/meter-a/readings",
+        "meter-a",
+        &["-u", "meter-a", "-P", &secret]
+    ));
 }
