@@ -109,8 +109,8 @@ fn to_time(t: DateTime<Utc>) -> anyhow::Result<time::OffsetDateTime> {
         .with_context(|| format!("time {t} out of range"))
 }
 
-/// Writes `contents` to `path`, readable by the owner only if `secret`.
-fn write(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
+/// Writes `contents` to `path` (fsynced), readable by the owner only if `secret`.
+pub(crate) fn write(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {

@@ -6,10 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use chrono::NaiveDate;
 use meterstack_core::reading::MeterId;
-use meterstack_core::store::SqlStore;
 use meterstack_core::store::keys::Role;
 use meterstack_core::store::meters::{MeterClass, MeterFields, MeterFilter, MeterStatus};
-use meterstack_core::store::secret::{generate_meter_secret, hash_meter_secret};
 
 use crate::certs::open_store;
 use crate::config::Config;
@@ -135,14 +133,6 @@ pub(crate) enum KeysCommand {
     },
 }
 
-async fn set_secret(store: &SqlStore, meter_id: &MeterId) -> anyhow::Result<String> {
-    let secret = generate_meter_secret();
-    let to_hash = secret.clone();
-    let hash = tokio::task::spawn_blocking(move || hash_meter_secret(&to_hash)).await??;
-    store.set_meter_secret(meter_id, &hash).await?;
-    Ok(secret)
-}
-
 #[allow(clippy::print_stdout)]
 pub(crate) async fn meters(command: MetersCommand, config: &Config) -> anyhow::Result<()> {
     let store = open_store(config).await?;
@@ -156,7 +146,7 @@ pub(crate) async fn meters(command: MetersCommand, config: &Config) -> anyhow::R
             let meter = store.create_meter(&id, &fields.into_fields()).await?;
             println!("{}", serde_json::to_string(&meter)?);
             if secret {
-                println!("secret {}", set_secret(&store, &id).await?);
+                println!("secret {}", store.rotate_meter_secret(&id).await?);
             }
         }
         MetersCommand::List {
@@ -190,18 +180,11 @@ pub(crate) async fn meters(command: MetersCommand, config: &Config) -> anyhow::R
         }
         MetersCommand::Show { meter_id } => {
             let id = MeterId::new(&meter_id)?;
-            let meter = store
-                .meter(&id)
+            let view = store
+                .meter_view(&id)
                 .await?
                 .with_context(|| format!("meter {id} is not registered"))?;
-            let mut value = serde_json::to_value(&meter)?;
-            if let Some(obj) = value.as_object_mut() {
-                obj.insert(
-                    "connectivity".into(),
-                    serde_json::to_value(store.connectivity(&id).await?)?,
-                );
-            }
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            println!("{}", serde_json::to_string_pretty(&view)?);
         }
         MetersCommand::Import { file } => {
             let rows = read_csv(&file)?;
@@ -213,7 +196,7 @@ pub(crate) async fn meters(command: MetersCommand, config: &Config) -> anyhow::R
         }
         MetersCommand::Secret { meter_id } => {
             let id = MeterId::new(&meter_id)?;
-            println!("secret {}", set_secret(&store, &id).await?);
+            println!("secret {}", store.rotate_meter_secret(&id).await?);
         }
     }
     Ok(())

@@ -261,8 +261,6 @@ fn role_name(role: Role) -> &'static str {
 /// `<data-dir>/admin-api-key` (mode 0600). Later starts find an admin key and do nothing.
 #[allow(clippy::print_stdout)]
 async fn bootstrap_admin_key(store: &SqlStore, data_dir: &Path) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     if store.has_admin_key().await? {
         return Ok(());
     }
@@ -270,15 +268,7 @@ async fn bootstrap_admin_key(store: &SqlStore, data_dir: &Path) -> anyhow::Resul
         .create_api_key(ApiRole::Admin, "created on first start")
         .await?;
     let path = data_dir.join("admin-api-key");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    writeln!(file, "{plaintext}")?;
-    file.sync_all()?;
+    crate::certs::write(&path, &format!("{plaintext}\n"), true)?;
     warn!(key_id = %key.key_id, path = %path.display(), "created the first admin API key");
     println!(
         "meterstack admin API key (shown once; also in {}): {plaintext}",

@@ -10,7 +10,7 @@ use chrono::Utc;
 use meterstack_core::bus::Record;
 use meterstack_core::reading::MeterId;
 use meterstack_core::store::meters::{MeterFields, MeterFilter};
-use meterstack_core::store::secret::{generate_meter_secret, hash_meter_secret, random_hex};
+use meterstack_core::store::secret::random_hex;
 use meterstack_core::wire::command::{Command, CommandMessage};
 use serde::Deserialize;
 use serde_json::json;
@@ -70,26 +70,13 @@ pub(crate) async fn create(
 
 pub(crate) async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let id = meter_id(&id)?;
-    let meter = state
+    let view = state
         .store
-        .meter(&id)
+        .meter_view(&id)
         .await
         .map_err(store_error)?
         .ok_or_else(|| not_found(&id))?;
-    let connectivity = state.store.connectivity(&id).await.map_err(store_error)?;
-    let mut body = serde_json::to_value(&meter).map_err(|e| bad_request(e.to_string()))?;
-    if let Some(obj) = body.as_object_mut() {
-        obj.insert(
-            "online".into(),
-            json!(connectivity.as_ref().is_some_and(|c| c.online)),
-        );
-        obj.insert(
-            "last_seen".into(),
-            json!(connectivity.as_ref().map(|c| c.last_seen)),
-        );
-        obj.insert("connectivity".into(), json!(connectivity));
-    }
-    Ok(Json(body).into_response())
+    Ok(Json(view).into_response())
 }
 
 pub(crate) async fn update(
@@ -119,15 +106,9 @@ pub(crate) async fn delete(State(state): State<AppState>, Path(id): Path<String>
 /// Sets a new random secret and answers it, once; the store keeps only its Argon2 hash.
 pub(crate) async fn new_secret(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let id = meter_id(&id)?;
-    let secret = generate_meter_secret();
-    let to_hash = secret.clone();
-    let hash = tokio::task::spawn_blocking(move || hash_meter_secret(&to_hash))
-        .await
-        .map_err(|e| bad_request(e.to_string()))?
-        .map_err(store_error)?;
-    state
+    let secret = state
         .store
-        .set_meter_secret(&id, &hash)
+        .rotate_meter_secret(&id)
         .await
         .map_err(store_error)?;
     Ok((

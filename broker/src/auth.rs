@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use meterstack_core::metrics::METERS_AUTO_REGISTERED;
 use meterstack_core::reading::MeterId;
 use meterstack_core::store::SqlStore;
-use meterstack_core::store::meters::MeterStatus;
+use meterstack_core::store::meters::{MeterCredentials, MeterStatus};
 use meterstack_core::store::secret::{sha256_hex, verify_meter_secret};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
@@ -142,6 +142,11 @@ impl Authenticator {
             warn!(error = %e, "cannot authenticate a meter: the SQL store is unavailable");
             refuse("store_unavailable", connack::SERVER_UNAVAILABLE)
         };
+        let mut creds = self
+            .store
+            .meter_credentials(&meter_id)
+            .await
+            .map_err(store_error)?;
         let method = match (certificate, &connect.password) {
             (Some(cert), _) => {
                 if cert.common_name != meter_id.as_str() {
@@ -164,14 +169,11 @@ impl Authenticator {
                 }
             }
             (None, Some(password)) => {
-                let creds = self
-                    .store
-                    .meter_credentials(&meter_id)
-                    .await
-                    .map_err(store_error)?
-                    .ok_or(refuse("unknown_meter", connack::BAD_CREDENTIALS))?;
                 let hash = creds
+                    .as_ref()
+                    .ok_or(refuse("unknown_meter", connack::BAD_CREDENTIALS))?
                     .secret_hash
+                    .clone()
                     .ok_or(refuse("bad_credentials", connack::BAD_CREDENTIALS))?;
                 if !self.verify(&meter_id, password, hash.clone()).await {
                     return Err(refuse("bad_credentials", connack::BAD_CREDENTIALS));
@@ -185,28 +187,31 @@ impl Authenticator {
                 return Err(refuse("no_credentials", connack::NOT_AUTHORIZED));
             }
             (None, None) => {
-                if self
-                    .store
-                    .auto_register(&meter_id)
-                    .await
-                    .map_err(store_error)?
-                {
-                    metrics::counter!(METERS_AUTO_REGISTERED).increment(1);
-                    info!(meter = %meter_id, "development mode: registered an unknown meter");
+                if creds.is_none() {
+                    if self
+                        .store
+                        .auto_register(&meter_id)
+                        .await
+                        .map_err(store_error)?
+                    {
+                        metrics::counter!(METERS_AUTO_REGISTERED).increment(1);
+                        info!(meter = %meter_id, "development mode: registered an unknown meter");
+                    }
+                    creds = Some(MeterCredentials {
+                        status: MeterStatus::Active,
+                        secret_hash: None,
+                    });
                 }
                 Method::None
             }
         };
         // Every method: the meter must be registered and in service.
-        let status = self
-            .store
-            .meter_credentials(&meter_id)
-            .await
-            .map_err(store_error)?
-            .map(|c| c.status)
-            .ok_or(refuse("unknown_meter", connack::NOT_AUTHORIZED))?;
-        if status == MeterStatus::Decommissioned {
-            return Err(refuse("decommissioned", connack::NOT_AUTHORIZED));
+        match creds.map(|c| c.status) {
+            None => return Err(refuse("unknown_meter", connack::NOT_AUTHORIZED)),
+            Some(MeterStatus::Decommissioned) => {
+                return Err(refuse("decommissioned", connack::NOT_AUTHORIZED));
+            }
+            Some(MeterStatus::Active) => {}
         }
         Ok(Identity { meter_id, method })
     }

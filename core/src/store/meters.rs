@@ -327,6 +327,20 @@ pub struct Connectivity {
     pub last_seen: DateTime<Utc>,
 }
 
+/// A meter with whether it is online, when it was last heard from, and its latest connection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MeterView {
+    /// The registry entry.
+    #[serde(flatten)]
+    pub meter: Meter,
+    /// Connected now.
+    pub online: bool,
+    /// Last traffic, if it ever connected.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// The latest connection, if any.
+    pub connectivity: Option<Connectivity>,
+}
+
 /// Which meters to list, and the page.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -610,6 +624,33 @@ impl SqlStore {
             })
         })
         .transpose()
+    }
+
+    /// Gives a meter a new random secret and returns it; only its Argon2 hash is stored (the
+    /// old secret stops working). Hashing runs on a blocking thread.
+    pub async fn rotate_meter_secret(&self, meter_id: &MeterId) -> Result<String> {
+        let secret = super::secret::generate_meter_secret();
+        let to_hash = secret.clone();
+        let hash = tokio::task::spawn_blocking(move || super::secret::hash_meter_secret(&to_hash))
+            .await
+            .map_err(|e| StoreError::Invalid(format!("cannot hash the secret: {e}")))??;
+        self.set_meter_secret(meter_id, &hash).await?;
+        Ok(secret)
+    }
+
+    /// A meter with its connectivity, as `GET /api/v1/meters/{id}` and `meterstack meters
+    /// show` present it.
+    pub async fn meter_view(&self, meter_id: &MeterId) -> Result<Option<MeterView>> {
+        let Some(meter) = self.meter(meter_id).await? else {
+            return Ok(None);
+        };
+        let connectivity = self.connectivity(meter_id).await?;
+        Ok(Some(MeterView {
+            online: connectivity.as_ref().is_some_and(|c| c.online),
+            last_seen: connectivity.as_ref().map(|c| c.last_seen),
+            meter,
+            connectivity,
+        }))
     }
 
     /// Stores the hash of a meter's new secret (the old one stops working).
