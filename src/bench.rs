@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::Utc;
 use meterstack_core::bus::Record;
+use meterstack_core::mqtt::Connect;
 use serde_json::json;
 
 use crate::config::Config;
@@ -128,16 +129,6 @@ fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     Ok(kib * 1024)
 }
 
-/// An MQTT 3.1.1 CONNECT without credentials (development mode), keep-alive 600 s.
-fn connect_packet(client_id: &str) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0x02, 0x58];
-    body.extend_from_slice(&u16::try_from(client_id.len()).unwrap_or(0).to_be_bytes());
-    body.extend_from_slice(client_id.as_bytes());
-    let mut packet = vec![0x10, u8::try_from(body.len()).unwrap_or(0)];
-    packet.extend(body);
-    packet
-}
-
 async fn connections_bench(
     n: usize,
     parallel: usize,
@@ -216,7 +207,7 @@ async fn connections_bench(
             let _permit = permit;
             let mut stream = tokio::net::TcpStream::connect(&mqtt).await?;
             stream
-                .write_all(&connect_packet(&format!("bench-{i:06}")))
+                .write_all(&Connect::new(&format!("bench-{i:06}"), true, 600).encode())
                 .await?;
             let mut connack = [0u8; 4];
             stream.read_exact(&mut connack).await?;

@@ -1,5 +1,6 @@
 //! The `meterstack` binary: every role of the platform behind one command line.
 
+mod backfill;
 mod bench;
 mod bus_cmd;
 mod certs;
@@ -55,8 +56,11 @@ enum Command {
     Certs(certs::CertsCommand),
     /// Print the effective configuration (defaults, file, environment, flags) as TOML.
     Config,
-    /// Publish readings from a simulated fleet of meters over MQTT.
+    /// Publish readings from a simulated fleet of meters over MQTT, with faults and their
+    /// labels.
     Simulate(simulate::Args),
+    /// Write a simulated fleet's history straight to the raw zone of the lake.
+    Backfill(simulate::BackfillArgs),
     /// Inspect the bus.
     #[command(subcommand)]
     Bus(bus_cmd::BusCommand),
@@ -125,6 +129,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&cli.overrides)?;
             telemetry::init_logging("warn");
             runtime()?.block_on(bus_cmd::run(command, &config))
+        }
+        Command::Backfill(args) => {
+            let config = Config::load(&cli.overrides)?;
+            telemetry::init_logging("warn");
+            runtime()?.block_on(simulate::backfill(args, &config))
         }
         Command::Simulate(args) => {
             let config = Config::load(&cli.overrides)?;

@@ -14,7 +14,8 @@ use meterstack_core::store::secret::{sha256_hex, verify_meter_secret};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-use crate::packet::{Connect, connack};
+use meterstack_core::mqtt::{Connect, connack};
+use meterstack_core::wire::commands_topic;
 
 /// How a meter proved who it is, with what must stay true for its connection to stay open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,9 +284,4 @@ pub(crate) fn may_publish(identity: &Identity, topic: &str) -> bool {
 /// The only filter a meter may subscribe to: its own command topic, spelled out.
 pub(crate) fn may_subscribe(identity: &Identity, filter: &str) -> bool {
     filter == commands_topic(&identity.meter_id)
-}
-
-/// `meters/{id}/commands`.
-pub(crate) fn commands_topic(meter_id: &MeterId) -> String {
-    format!("meters/{meter_id}/commands")
 }

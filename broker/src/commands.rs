@@ -15,7 +15,7 @@ use rumqttd::local::LinkTx;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::auth::commands_topic;
+use meterstack_core::wire::commands_topic;
 
 /// Consumer group of the broker on `meter.commands`.
 pub const GROUP: &str = "broker.commands";

@@ -39,7 +39,7 @@ use tracing::{debug, info, warn};
 use crate::auth::{Authenticator, Identity, PeerCertificate, may_publish, may_subscribe};
 use crate::config::LimitsConfig;
 use crate::connectivity::Connectivity;
-use crate::packet::{self, Frame, PacketError, kind};
+use meterstack_core::mqtt::{self as packet, Frame, PacketError, kind};
 
 /// What every connection of the gate shares.
 #[derive(Debug)]
@@ -349,8 +349,12 @@ async fn serve<S>(
     };
     let _ = upstream.set_nodelay(true);
     let (mut up_rd, mut up_wr) = upstream.into_split();
-    let rewritten =
-        packet::encode_connect(&connect, &shared.upstream_user, &shared.upstream_password);
+    let rewritten = packet::Connect {
+        username: Some(shared.upstream_user.clone()),
+        password: Some(shared.upstream_password.clone().into_bytes()),
+        ..connect
+    }
+    .encode();
     if up_wr.write_all(&rewritten).await.is_err() {
         return;
     }
@@ -440,7 +444,7 @@ where
             let packet = &buf[checked..checked + frame.len];
             match frame.kind {
                 kind::PUBLISH => {
-                    match packet::publish_topic(packet, frame) {
+                    match packet::parse_publish(packet, frame).map(|p| p.topic) {
                         Ok(topic) if may_publish(identity, topic) => {}
                         Ok(topic) => {
                             refused("publish_denied");

@@ -20,7 +20,6 @@ pub mod commands;
 mod config;
 pub mod connectivity;
 mod gate;
-mod packet;
 
 pub use auth::REFUSAL_REASONS;
 pub use config::{BridgeConfig, LimitsConfig, MqttConfig, MqttTlsConfig};

@@ -10,6 +10,7 @@ pub mod bus;
 pub mod duration;
 pub mod health;
 pub mod metrics;
+pub mod mqtt;
 pub mod reading;
 pub mod store;
 pub mod tls;

@@ -38,6 +38,11 @@ pub fn readings_topic(meter_id: &MeterId) -> String {
     format!("meters/{meter_id}/readings")
 }
 
+/// `meters/{id}/commands`: where the platform sends a meter its commands.
+pub fn commands_topic(meter_id: &MeterId) -> String {
+    format!("meters/{meter_id}/commands")
+}
+
 /// Encodes `readings` in the wire format: one object for one reading, an array for several.
 /// Absent optional fields are left out; the meter id is not written, as the topic carries it.
 pub fn encode(readings: &[Reading]) -> Vec<u8> {

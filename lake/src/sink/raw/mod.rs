@@ -61,6 +61,15 @@ impl RawSinkConfig {
     }
 }
 
+/// A batch of the `raw_readings` table: `readings` and when each was received (µs).
+pub fn raw_readings_batch(readings: &[Reading], received_at_us: Vec<i64>) -> Result<RecordBatch> {
+    let mut columns = reading::to_columns(readings);
+    columns.push(Arc::new(
+        TimestampMicrosecondArray::from(received_at_us).with_timezone("UTC"),
+    ));
+    Ok(RecordBatch::try_new(Table::RawReadings.schema(), columns)?)
+}
+
 /// The running sink; see the module docs.
 #[derive(Debug)]
 pub struct RawSink {
@@ -229,11 +238,7 @@ impl RawSink {
         let buffer = std::mem::take(&mut self.buffer);
         let mut files = Vec::new();
         for (date, rows) in buffer.readings {
-            let mut columns = reading::to_columns(&rows.readings);
-            columns.push(Arc::new(
-                TimestampMicrosecondArray::from(rows.received_at).with_timezone("UTC"),
-            ));
-            let batch = RecordBatch::try_new(Table::RawReadings.schema(), columns)?;
+            let batch = raw_readings_batch(&rows.readings, rows.received_at)?;
             files.push(PendingFile {
                 table: Table::RawReadings,
                 path: Table::RawReadings.new_file(date),
