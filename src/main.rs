@@ -64,9 +64,9 @@ enum Command {
     /// Inspect the bus.
     #[command(subcommand)]
     Bus(bus_cmd::BusCommand),
-    /// Measure throughput (see docs/BENCHMARKS.md; use a release build).
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    /// The benchmark suite (ingest vs Mosquitto, freshness, SQL vs DuckDB), or one benchmark
+    /// (see docs/BENCHMARKS.md; use a release build).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {

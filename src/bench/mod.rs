@@ -11,7 +11,22 @@ use serde_json::json;
 
 use crate::config::Config;
 
-/// Benchmarks.
+mod server;
+mod suite;
+
+use server::Server;
+
+/// `meterstack bench`: the suite, or one benchmark.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
+    #[command(flatten)]
+    suite: suite::SuiteArgs,
+}
+
+/// Single benchmarks.
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum BenchCommand {
     /// Produce and consume throughput of the configured bus backend (`--bus`, `--kafka-brokers`):
@@ -49,7 +64,10 @@ pub(crate) enum BenchCommand {
 }
 
 #[allow(clippy::print_stdout)]
-pub(crate) async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
+pub(crate) async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
+    let Some(command) = args.command else {
+        return suite::run(args.suite).await;
+    };
     match command {
         BenchCommand::Connections {
             connections,
@@ -117,85 +135,30 @@ pub(crate) async fn run(command: BenchCommand, config: &Config) -> anyhow::Resul
     }
 }
 
-/// Resident memory of process `pid`, in bytes.
-fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))?;
-    Ok(kib * 1024)
-}
-
 async fn connections_bench(
     n: usize,
     parallel: usize,
     hold: u64,
 ) -> anyhow::Result<serde_json::Value> {
-    use std::process::Stdio;
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     // Each meter costs the server three descriptors (meter socket, the gate's socket to
     // rumqttd, rumqttd's end of it) and this client one.
     let need = (n as u64) * 3 + 1024;
-    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
-    if hard < need {
-        // Only a privileged user may raise the hard limit.
-        let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, need, need);
-    }
-    let soft = rlimit::increase_nofile_limit(need).unwrap_or(soft);
+    let soft = server::raise_nofile(need)?;
     anyhow::ensure!(
         soft >= need,
         "{n} connections need {need} open files; the limit is {soft} (raise it: ulimit -n {need})"
     );
-
     let dir = tempfile::tempdir()?;
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args([
-            "up",
-            "--dev",
-            "--mqtt-port",
-            "0",
-            "--http-port",
-            "0",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .env("METERSTACK__MQTT__LISTEN", "127.0.0.1:0")
-        .env("METERSTACK__HTTP__LISTEN", "127.0.0.1:0")
-        .env("METERSTACK__MQTT__MAX_CONNECTIONS", (n + 100).to_string())
-        .env("RUST_LOG", "warn,rumqttd=off")
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = child
-        .id()
-        .ok_or_else(|| anyhow::anyhow!("the server exited"))?;
-    let mut lines = BufReader::new(
-        child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stdout"))?,
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[("METERSTACK__MQTT__MAX_CONNECTIONS", (n + 100).to_string())],
     )
-    .lines();
-    let mqtt = loop {
-        let line = lines
-            .next_line()
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the server exited before it was ready"))?;
-        if let Some(addr) = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("mqtt="))
-        {
-            break addr.to_owned();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    .await?;
+    let mqtt = server.mqtt.clone();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = rss_bytes(pid)?;
+    let before = server.rss()?;
 
     let started = Instant::now();
     let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
@@ -225,12 +188,11 @@ async fn connections_bench(
     }
     let connect_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(hold)).await;
-    let after = rss_bytes(pid)?;
+    let after = server.rss()?;
     // Still held: every connection is open on both ends.
     let open = held.len();
     drop(held);
-    let _ = child.start_kill();
-    let _ = child.wait().await;
+    server.stop().await;
     anyhow::ensure!(failed == 0, "{failed} of {n} connections failed");
     let per = (after.saturating_sub(before)) as f64 / open.max(1) as f64;
     Ok(json!({

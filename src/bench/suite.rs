@@ -1,0 +1,493 @@
+//! `meterstack bench`: the benchmark suite, against freshly started systems on loopback, side
+//! by side with Mosquitto (broker alone) and DuckDB (the same Parquet files).
+//!
+//! - Ingest: the simulator's meters (one MQTT connection each, QoS 1, one reading per
+//!   message) publish as fast as acknowledgements allow for `--seconds`; throughput is the
+//!   acknowledged readings over the time until all of them are visible to SQL in the raw
+//!   zone. The same load against `mosquitto` (no pipeline) gives the reference rate.
+//! - Freshness: one reading published into an idle system, timed until SQL sees it.
+//! - Parquet bytes per reading and server RSS per connection, from the ingest runs.
+//! - SQL: a query set over a backfilled raw zone, through `POST /api/v1/query` and through
+//!   DuckDB (PyPI `duckdb`) reading the same files; medians, ratios, geometric mean.
+//!
+//! Every figure is the median of `--runs` runs, each on a fresh system.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use meterstack_sim::{FaultConfig, FleetConfig, SimConfig};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::server::{Server, raise_nofile, rss_bytes};
+
+/// Flags of the suite.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct SuiteArgs {
+    /// A smoke run of every measurement in a few seconds (what CI runs)
+    #[arg(long)]
+    quick: bool,
+    /// Meter connections of the ingest runs
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    connections: Vec<usize>,
+    /// Seconds of sustained load per ingest run
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Runs of each measurement (fresh system each); figures are medians
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Meters and days of history backfilled for the SQL set
+    #[arg(long, default_value_t = 1000)]
+    sql_meters: usize,
+    /// Days of history for the SQL set
+    #[arg(long, default_value_t = 30)]
+    sql_days: u32,
+    /// Where to write the results as JSON
+    #[arg(long, default_value = "bench-results.json")]
+    out: PathBuf,
+}
+
+/// The SQL query set: (name, SQL). Both engines run the same text over `raw_readings`.
+const QUERIES: [(&str, &str); 7] = [
+    ("count", "SELECT count(*) AS n FROM raw_readings"),
+    (
+        "daily_energy_per_meter",
+        "SELECT meter_id, date_trunc('day', ts) AS day, max(import_wh) - min(import_wh) AS wh FROM raw_readings GROUP BY meter_id, date_trunc('day', ts)",
+    ),
+    (
+        "top_peak_power",
+        "SELECT meter_id, max(power_w) AS peak FROM raw_readings GROUP BY meter_id ORDER BY peak DESC LIMIT 10",
+    ),
+    (
+        "one_meter_week",
+        "SELECT ts, import_wh, power_w, voltage_v FROM raw_readings WHERE meter_id = 'q-0042' AND ts >= TIMESTAMP '2026-01-08T00:00:00Z' AND ts < TIMESTAMP '2026-01-15T00:00:00Z' ORDER BY ts",
+    ),
+    (
+        "fleet_hourly_load",
+        "SELECT date_trunc('hour', ts) AS hour, sum(power_w) AS w FROM raw_readings GROUP BY date_trunc('hour', ts) ORDER BY hour",
+    ),
+    (
+        "voltage_excursions",
+        "SELECT meter_id, count(*) AS n FROM raw_readings WHERE voltage_v < 207 OR voltage_v > 253 GROUP BY meter_id ORDER BY n DESC",
+    ),
+    (
+        "late_arrivals",
+        "SELECT count(*) AS n FROM raw_readings WHERE received_at > ts + INTERVAL '1 hour'",
+    ),
+];
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// One ingest run's figures.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Ingest {
+    acked: u64,
+    publish_per_s: f64,
+    end_to_end_per_s: f64,
+    lake_lag_s: f64,
+    bytes_per_reading: f64,
+    rss_per_connection_kb: f64,
+}
+
+/// Load from `meters` simulated meters on `mqtt` for `seconds`; returns (acked readings,
+/// seconds from start to the last acknowledgement).
+async fn load(mqtt: &str, meters: usize, seconds: u64, prefix: &str) -> anyhow::Result<(u64, f64)> {
+    let sim = SimConfig {
+        fleet: FleetConfig {
+            meters,
+            id_prefix: prefix.into(),
+            ..FleetConfig::default()
+        },
+        speed: 1e12,
+        mqtt: mqtt.into(),
+        // Far enough back that the meters never catch up with the clock.
+        start: Some(Utc::now() - TimeDelta::days(5 * 365)),
+        faults: FaultConfig::none(),
+        ..SimConfig::default()
+    };
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let run = tokio::spawn(meterstack_sim::run(sim, stop.clone()));
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.cancel();
+    let stats = run.await??;
+    anyhow::ensure!(
+        stats.unacked == 0,
+        "{} readings were not acknowledged",
+        stats.unacked
+    );
+    Ok((stats.acked, started.elapsed().as_secs_f64()))
+}
+
+/// Bytes of the Parquet files under `dir`.
+fn tree_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+async fn ingest_run(meters: usize, seconds: u64) -> anyhow::Result<Ingest> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            (
+                "METERSTACK__MQTT__MAX_CONNECTIONS",
+                (meters + 100).to_string(),
+            ),
+            // Real meters publish every few minutes; the per-meter limit would throttle a
+            // fleet that publishes as fast as it can.
+            ("METERSTACK__MQTT__LIMITS__PUBLISH_RATE", "1000000".into()),
+            ("METERSTACK__MQTT__LIMITS__PUBLISH_BURST", "1000000".into()),
+        ],
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss0 = server.rss()?;
+    let started = Instant::now();
+    let pid = server.pid;
+    let peak = tokio::spawn(async move {
+        let mut peak = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            match rss_bytes(pid) {
+                Ok(r) => peak = peak.max(r),
+                Err(_) => return peak,
+            }
+            if started.elapsed() > Duration::from_secs(seconds) {
+                return peak;
+            }
+        }
+    });
+    let (acked, publish_s) = load(&server.mqtt, meters, seconds, "b-").await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = 0;
+    while seen < acked && Instant::now() < deadline {
+        seen = server.count("").await?;
+        if seen < acked {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    if seen < acked {
+        let (rejected, _) = server
+            .query("SELECT reason, count(*) AS n FROM rejected_readings GROUP BY reason")
+            .await?;
+        anyhow::bail!(
+            "only {seen} of {acked} acknowledged readings reached the lake; rejected: {rejected}"
+        );
+    }
+    let e2e_s = started.elapsed().as_secs_f64();
+    let bytes = tree_bytes(&server.data_dir.join("lake/raw/readings"));
+    let peak = peak.await.unwrap_or(0);
+    server.stop().await;
+    Ok(Ingest {
+        acked,
+        publish_per_s: (acked as f64 / publish_s).round(),
+        end_to_end_per_s: (acked as f64 / e2e_s).round(),
+        lake_lag_s: e2e_s - publish_s,
+        bytes_per_reading: bytes as f64 / seen.max(1) as f64,
+        rss_per_connection_kb: peak.saturating_sub(rss0) as f64 / meters as f64 / 1024.0,
+    })
+}
+
+/// The same load against Mosquitto alone; readings acknowledged per second.
+async fn mosquitto_run(meters: usize, seconds: u64) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_connections -1\nmax_queued_messages 100000\nlog_type error\n"
+        ),
+    )?;
+    // Debian installs the broker in /usr/sbin, which a user's PATH may lack.
+    let program = if Path::new("/usr/sbin/mosquitto").exists() {
+        "/usr/sbin/mosquitto"
+    } else {
+        "mosquitto"
+    };
+    let mut child = tokio::process::Command::new(program)
+        .arg("-c")
+        .arg(&conf)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot start mosquitto ({e}); install Debian's mosquitto (scripts/bench does)"
+            )
+        })?;
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(&addr).await.is_err() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "mosquitto did not listen on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let result = load(&addr, meters, seconds, "b-").await;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let (acked, s) = result?;
+    Ok((acked as f64 / s).round())
+}
+
+/// Seconds from publishing one reading into an idle system to SQL seeing it.
+async fn freshness(samples: usize) -> anyhow::Result<Vec<f64>> {
+    use meterstack_core::mqtt::{self, Connect};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(&dir.path().join("data"), &[]).await?;
+    let mut out = Vec::new();
+    for i in 0..samples {
+        let meter = format!("fresh-{i}");
+        let mut stream = tokio::net::TcpStream::connect(&server.mqtt).await?;
+        stream
+            .write_all(&Connect::new(&meter, true, 60).encode())
+            .await?;
+        let mut connack = [0u8; 4];
+        stream.read_exact(&mut connack).await?;
+        anyhow::ensure!(connack[3] == 0, "CONNACK {connack:?}");
+        let payload = format!(r#"{{"ts":"{}","import_wh":{i}}}"#, Utc::now().to_rfc3339());
+        let mut packet = bytes::BytesMut::new();
+        mqtt::put_publish(
+            &mut packet,
+            &format!("meters/{meter}/readings"),
+            Some(1),
+            payload.as_bytes(),
+        );
+        let started = Instant::now();
+        stream.write_all(&packet).await?;
+        let mut puback = [0u8; 4];
+        stream.read_exact(&mut puback).await?;
+        loop {
+            if server.count(&format!("WHERE meter_id = '{meter}'")).await? > 0 {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "the reading never became visible"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        out.push(started.elapsed().as_secs_f64());
+    }
+    server.stop().await;
+    Ok(out)
+}
+
+/// The SQL set: medians per query for meterstack and DuckDB over the same backfilled files.
+async fn sql_set(meters: usize, days: u32, runs: usize) -> anyhow::Result<Vec<Value>> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let dt = Duration::from_secs(900);
+    let intervals = u64::from(days) * 96;
+    let end = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")?.to_utc()
+        + TimeDelta::days(i64::from(days));
+    let sim = SimConfig {
+        fleet: FleetConfig {
+            meters,
+            id_prefix: "q-".into(),
+            ..FleetConfig::default()
+        },
+        interval: dt,
+        start: Some(end - TimeDelta::days(i64::from(days))),
+        intervals: Some(intervals),
+        faults: FaultConfig::default(),
+        ..SimConfig::default()
+    };
+    let store = meterstack_lake::store::LakeConfig::default().build(&data)?;
+    crate::backfill::write(&sim, store, 2000).await?;
+    let server = Server::start(&data, &[]).await?;
+    let mut ours = Vec::new();
+    for (name, sql) in QUERIES {
+        let mut times = Vec::new();
+        // One warm-up run, as DuckDB gets.
+        server.query(sql).await?;
+        for _ in 0..runs {
+            times.push(server.query(sql).await?.1.as_secs_f64());
+        }
+        ours.push((name, median(times)));
+    }
+    server.stop().await;
+    let script = dir.path().join("bench_duckdb.py");
+    std::fs::write(&script, include_str!("../../scripts/bench_duckdb.py"))?;
+    let queries: Vec<Value> = QUERIES
+        .iter()
+        .map(|(n, q)| json!({"name": n, "sql": q}))
+        .collect();
+    let output = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(data.join("lake/raw/readings"))
+        .arg(runs.to_string())
+        .arg(serde_json::to_string(&queries)?)
+        .output()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot run python3 ({e})"))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "DuckDB failed (pip install duckdb; scripts/bench does): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let duck: Value = serde_json::from_slice(&output.stdout)?;
+    Ok(ours
+        .into_iter()
+        .map(|(name, s)| {
+            let d = duck[name].as_f64().unwrap_or(f64::NAN);
+            json!({"query": name, "meterstack_s": s, "duckdb_s": d, "ratio": s / d})
+        })
+        .collect())
+}
+
+#[allow(clippy::print_stdout)]
+pub(crate) async fn run(mut args: SuiteArgs) -> anyhow::Result<()> {
+    if args.quick {
+        args.connections = vec![50];
+        args.seconds = 3;
+        args.runs = 1;
+        args.sql_meters = 50;
+        args.sql_days = 2;
+    }
+    let started = Instant::now();
+    let mut report = json!({
+        "commit": option_env!("METERSTACK_COMMIT").unwrap_or("unknown"),
+        "date": Utc::now().to_rfc3339(),
+        "quick": args.quick,
+        "runs": args.runs,
+        "seconds": args.seconds,
+    });
+    let mut table = vec![format!(
+        "{:<46} {:>14} {:>14} {:>8}",
+        "measure", "meterstack", "reference", "ratio"
+    )];
+    let (limit, _) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    let mut ingest = Vec::new();
+    for &wanted in &args.connections {
+        // Server: three descriptors per meter; this process: one, for the simulator.
+        let limit = raise_nofile(wanted as u64 * 3 + 2048).unwrap_or(limit);
+        let meters = wanted.min(((limit.saturating_sub(2048)) / 3) as usize);
+        let mut runs = Vec::new();
+        let mut reference = Vec::new();
+        for _ in 0..args.runs {
+            runs.push(ingest_run(meters, args.seconds).await?);
+            reference.push(mosquitto_run(meters, args.seconds).await?);
+        }
+        let m = |f: fn(&Ingest) -> f64| median(runs.iter().map(f).collect());
+        let e2e = m(|r| r.end_to_end_per_s);
+        let mosq = median(reference.clone());
+        let capped = if meters < wanted {
+            format!(" (of {wanted}: open-file limit {limit})")
+        } else {
+            String::new()
+        };
+        table.push(format!(
+            "{:<46} {:>14.0} {:>14.0} {:>7.2}×",
+            format!("ingest readings/s, {meters} conns{capped}"),
+            e2e,
+            mosq,
+            e2e / mosq
+        ));
+        table.push(format!(
+            "{:<46} {:>14.0}",
+            "  publish (acknowledged) readings/s",
+            m(|r| r.publish_per_s)
+        ));
+        table.push(format!(
+            "{:<46} {:>14.1}",
+            "  raw Parquet bytes per reading",
+            m(|r| r.bytes_per_reading)
+        ));
+        table.push(format!(
+            "{:<46} {:>14.1}",
+            "  server RSS per connection, KB",
+            m(|r| r.rss_per_connection_kb)
+        ));
+        ingest.push(json!({
+            "connections_wanted": wanted, "connections": meters,
+            "end_to_end_per_s": e2e, "mosquitto_per_s": mosq, "ratio": e2e / mosq,
+            "runs": runs, "mosquitto_runs": reference,
+        }));
+    }
+    report["ingest"] = json!(ingest);
+
+    let fresh = freshness(if args.quick { 1 } else { 5 * args.runs }).await?;
+    table.push(format!(
+        "{:<46} {:>14.3}",
+        "raw-zone freshness, publish → SQL, median s",
+        median(fresh.clone())
+    ));
+    report["freshness_s"] = json!(fresh);
+    table.push(format!(
+        "{:<46} {:>14}",
+        "publish → WebSocket p50/p99", "not yet (#9)"
+    ));
+    table.push(format!(
+        "{:<46} {:>14}",
+        "publish → webhook p50/p99", "not yet (#8)"
+    ));
+    table.push(format!(
+        "{:<46} {:>14}",
+        "trusted-zone bytes per reading", "not yet (#7)"
+    ));
+
+    let sql = sql_set(
+        args.sql_meters,
+        args.sql_days,
+        args.runs.max(if args.quick { 1 } else { 5 }),
+    )
+    .await?;
+    let mut log_sum = 0.0;
+    for q in &sql {
+        let (ours, duck, ratio) = (
+            q["meterstack_s"].as_f64().unwrap_or(f64::NAN),
+            q["duckdb_s"].as_f64().unwrap_or(f64::NAN),
+            q["ratio"].as_f64().unwrap_or(f64::NAN),
+        );
+        log_sum += ratio.ln();
+        table.push(format!(
+            "{:<46} {:>13.1}ms {:>12.1}ms {:>7.2}×",
+            format!("sql {}", q["query"].as_str().unwrap_or("")),
+            ours * 1e3,
+            duck * 1e3,
+            ratio
+        ));
+    }
+    let geomean = (log_sum / sql.len().max(1) as f64).exp();
+    table.push(format!(
+        "{:<46} {:>14} {:>14} {:>7.2}×",
+        format!(
+            "sql geometric mean ({} meters × {} days)",
+            args.sql_meters, args.sql_days
+        ),
+        "",
+        "",
+        geomean
+    ));
+    report["sql"] = json!({ "meters": args.sql_meters, "days": args.sql_days, "queries": sql, "geomean_ratio": geomean });
+    report["elapsed_s"] = json!(started.elapsed().as_secs_f64());
+    for line in &table {
+        println!("{line}");
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+    println!("results: {}", args.out.display());
+    Ok(())
+}
