@@ -369,7 +369,7 @@ pub(crate) async fn run(mut args: SuiteArgs) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let mut report = json!({
-        "commit": option_env!("METERSTACK_COMMIT").unwrap_or("unknown"),
+        "commit": std::env::var("METERSTACK_COMMIT").unwrap_or_else(|_| "unknown".into()),
         "date": Utc::now().to_rfc3339(),
         "quick": args.quick,
         "runs": args.runs,
