@@ -28,8 +28,9 @@ use crate::faults::Label;
 use crate::load::{Site, TickContext, Weather};
 use crate::meter::{Meter, Sample};
 
-/// Readings per message when a meter sends a backlog (the decoder's default limit).
-pub const MAX_READINGS_PER_MESSAGE: usize = 1000;
+/// Readings per message when a meter sends a backlog (about 80 KB of JSON, under the
+/// decoder's default payload limit of 128 KiB).
+pub const MAX_READINGS_PER_MESSAGE: usize = 500;
 
 /// What a simulation run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

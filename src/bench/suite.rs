@@ -90,6 +90,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[derive(Debug, Clone, serde::Serialize)]
 struct Ingest {
     acked: u64,
+    /// Acknowledged readings that never reached the lake.
+    lost: u64,
     publish_per_s: f64,
     end_to_end_per_s: f64,
     lake_lag_s: f64,
@@ -119,11 +121,12 @@ async fn load(mqtt: &str, meters: usize, seconds: u64, prefix: &str) -> anyhow::
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.cancel();
     let stats = run.await??;
-    anyhow::ensure!(
-        stats.unacked == 0,
-        "{} readings were not acknowledged",
-        stats.unacked
-    );
+    if stats.unacked > 0 {
+        tracing::warn!(
+            unacked = stats.unacked,
+            "readings were still unacknowledged when the load stopped"
+        );
+    }
     Ok((stats.acked, started.elapsed().as_secs_f64()))
 }
 
@@ -175,30 +178,32 @@ async fn ingest_run(meters: usize, seconds: u64) -> anyhow::Result<Ingest> {
         }
     });
     let (acked, publish_s) = load(&server.mqtt, meters, seconds, "b-").await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut seen = 0;
-    while seen < acked && Instant::now() < deadline {
-        seen = server.count("").await?;
+    // Until every acknowledged reading is visible, or the count has not moved for 10 s (the
+    // sink flushes every 5 s): readings the broker acknowledged but the bridge could not move
+    // to the bus before rumqttd's log overwrote them are reported as lost, not hidden.
+    let (mut seen, mut moved) = (0, Instant::now());
+    let mut last_change = started.elapsed();
+    while seen < acked && moved.elapsed() < Duration::from_secs(10) {
+        let now = server.count("").await?;
+        if now != seen {
+            seen = now;
+            moved = Instant::now();
+            last_change = started.elapsed();
+        }
         if seen < acked {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    if seen < acked {
-        let (rejected, _) = server
-            .query("SELECT reason, count(*) AS n FROM rejected_readings GROUP BY reason")
-            .await?;
-        anyhow::bail!(
-            "only {seen} of {acked} acknowledged readings reached the lake; rejected: {rejected}"
-        );
-    }
-    let e2e_s = started.elapsed().as_secs_f64();
+    let lost = acked.saturating_sub(seen);
+    let e2e_s = last_change.as_secs_f64();
     let bytes = tree_bytes(&server.data_dir.join("lake/raw/readings"));
     let peak = peak.await.unwrap_or(0);
     server.stop().await;
     Ok(Ingest {
         acked,
         publish_per_s: (acked as f64 / publish_s).round(),
-        end_to_end_per_s: (acked as f64 / e2e_s).round(),
+        end_to_end_per_s: (seen.min(acked) as f64 / e2e_s).round(),
+        lost,
         lake_lag_s: e2e_s - publish_s,
         bytes_per_reading: bytes as f64 / seen.max(1) as f64,
         rss_per_connection_kb: peak.saturating_sub(rss0) as f64 / meters as f64 / 1024.0,
@@ -410,6 +415,11 @@ pub(crate) async fn run(mut args: SuiteArgs) -> anyhow::Result<()> {
             "{:<46} {:>14.0}",
             "  publish (acknowledged) readings/s",
             m(|r| r.publish_per_s)
+        ));
+        table.push(format!(
+            "{:<46} {:>14.0}",
+            "  acknowledged, never in the lake (overwritten)",
+            m(|r| r.lost as f64)
         ));
         table.push(format!(
             "{:<46} {:>14.1}",
