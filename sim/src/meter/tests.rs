@@ -128,7 +128,7 @@ fn the_checker_notices_when_data_contradicts_a_label() {
         ..FaultConfig::default()
     };
     let (mut out, labels, shape) = run(40, faults, 3);
-    let last = shape.start + shape.dt * (3 * 96 - 1) as i32;
+    let last = shape.start + shape.dt * (3 * 96 - 1);
     let gap = labels.iter().find(|l| l.kind == FaultType::Gap).unwrap();
     let mut fake = out
         .iter()
