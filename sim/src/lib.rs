@@ -117,15 +117,10 @@ pub fn validate_interval(interval: Duration) -> Result<TimeDelta> {
     let secs = interval.as_secs();
     if !(1..=3600).contains(&secs) || interval.subsec_nanos() != 0 || 86_400 % secs != 0 {
         return Err(Error::Config(format!(
-            "interval must be whole seconds between 1s and 60m that divide a day (e.g. 1s, 10s, 1m, 5m, 15m, 30m, 60m), not {}",
-            humantime_like(interval)
+            "interval must be whole seconds between 1s and 60m that divide a day (e.g. 1s, 10s, 1m, 5m, 15m, 30m, 60m), not {interval:?}"
         )));
     }
     Ok(TimeDelta::seconds(secs as i64))
-}
-
-fn humantime_like(d: Duration) -> String {
-    format!("{}s", d.as_secs_f64())
 }
 
 impl FleetConfig {

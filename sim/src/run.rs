@@ -268,14 +268,7 @@ pub(crate) async fn meter_task(mut meter: Meter, env: TaskEnv, stop: Cancellatio
 /// Ends the connection; what it had in flight goes back to the meter's queue.
 fn drop_link(link: &mut Option<Link>, meter: &mut Meter) {
     if let Some(l) = link.take() {
-        let mut ids: Vec<u16> = l.inflight.keys().copied().collect();
-        ids.sort_unstable();
-        let mut inflight = l.inflight;
-        let samples: Vec<Sample> = ids
-            .into_iter()
-            .flat_map(|id| inflight.remove(&id).unwrap_or_default())
-            .collect();
-        let mut samples = samples;
+        let mut samples: Vec<Sample> = l.inflight.into_values().flatten().collect();
         samples.sort_by_key(|s| s.ts_us);
         meter.requeue(samples);
     }
