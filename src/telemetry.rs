@@ -24,7 +24,7 @@ pub(crate) fn init_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    const COUNTERS: [(&str, &str); 24] = [
+    const COUNTERS: [(&str, &str); 25] = [
         (
             m::MQTT_REFUSED,
             "MQTT connections, publishes and subscriptions refused by the gate, by reason",
@@ -61,6 +61,10 @@ pub(crate) fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         (
             m::MQTT_OVERWRITTEN,
             "Acknowledged MQTT messages rumqttd overwrote before the bridge read them",
+        ),
+        (
+            m::MQTT_BACKPRESSURE,
+            "Times a meter connection waited for the bridge to catch up with the broker",
         ),
         (
             m::BRIDGE_ERRORS,
@@ -115,12 +119,18 @@ pub(crate) fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         "Seconds acknowledged MQTT messages wait in the broker before the bus holds them"
     );
     metrics::describe_gauge!(
+        m::BRIDGE_BACKLOG_BYTES,
+        "Bytes of meter publishes in the broker that the bridge has not yet put on the bus"
+    );
+    metrics::gauge!(m::BRIDGE_BACKLOG_BYTES).set(0.0);
+    metrics::describe_gauge!(
         m::BUS_CONSUMER_LAG,
         "Records appended but not committed, by topic and group"
     );
     for name in [
         m::MESSAGES_RECEIVED,
         m::MQTT_OVERWRITTEN,
+        m::MQTT_BACKPRESSURE,
         m::BRIDGE_ERRORS,
         m::READINGS_ACCEPTED,
         m::REJECTS_WRITTEN,

@@ -7,7 +7,8 @@
 //! continuously and appending in batches of whatever has arrived (up to `max_batch`), never
 //! waiting to fill a batch. On shutdown it keeps draining until the broker has been quiet for
 //! `drain_quiet` (or `drain_max` has passed), so every publish acknowledged before the shutdown
-//! signal reaches the bus.
+//! signal reaches the bus. What it has not yet moved is counted in a [`Backlog`] that holds the
+//! gate back before rumqttd's log could overflow.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::BridgeConfig;
+use crate::backlog::{Backlog, QUIET, log_size};
 
 /// Moves accepted publishes from the broker onto the bus.
 pub struct Bridge {
@@ -36,6 +38,8 @@ pub struct Bridge {
     topic: String,
     /// Offset in rumqttd's log of the last message received, to detect overwritten ones.
     last_offset: Option<u64>,
+    /// Shared with the gate, which waits while too much is outstanding.
+    backlog: Arc<Backlog>,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -54,6 +58,8 @@ struct Batch {
     wake: bool,
     /// When the first message of the batch reached the bridge.
     started: std::time::Instant,
+    /// The batch's size in rumqttd's log, as the gate counted it.
+    bytes: usize,
 }
 
 impl Bridge {
@@ -63,6 +69,7 @@ impl Bridge {
         link_rx: LinkRx,
         bus: Arc<dyn Bus>,
         topic: &str,
+        backlog: Arc<Backlog>,
     ) -> Self {
         Self {
             config,
@@ -71,6 +78,7 @@ impl Bridge {
             bus,
             topic: topic.to_owned(),
             last_offset: None,
+            backlog,
         }
     }
 
@@ -80,14 +88,15 @@ impl Bridge {
             let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                n = self.link_rx.next() => n,
+                n = tokio::time::timeout(QUIET, self.link_rx.next()) => n,
             };
             match first {
-                Ok(n) => {
+                Err(_) => self.backlog.quiet(),
+                Ok(Ok(n)) => {
                     let batch = self.collect(n);
                     self.deliver(batch).await;
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     // The router is gone: nothing more can arrive.
                     warn!(error = %e, "broker link closed");
                     return;
@@ -123,6 +132,7 @@ impl Bridge {
             records: Vec::new(),
             wake: false,
             started: std::time::Instant::now(),
+            bytes: 0,
         };
         let mut next = first;
         loop {
@@ -134,6 +144,8 @@ impl Bridge {
                     let topic = String::from_utf8_lossy(&forward.publish.topic).into_owned();
                     // The filter also matches the commands the platform publishes to meters.
                     if !topic.ends_with("/commands") {
+                        batch.bytes +=
+                            log_size(forward.publish.topic.len(), forward.publish.payload.len());
                         batch
                             .records
                             .push(raw_record(topic, forward.publish.payload));
@@ -182,6 +194,7 @@ impl Bridge {
                 backoff.wait().await;
             }
             metrics::counter!(MESSAGES_RECEIVED).increment(n);
+            self.backlog.delivered(batch.bytes);
             // How long acknowledged messages lived only in rumqttd's memory (from the bridge's
             // receipt; rumqttd's router adds microseconds before that).
             metrics::histogram!(BRIDGE_APPEND_SECONDS)

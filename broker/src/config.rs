@@ -38,9 +38,10 @@ pub struct MqttConfig {
     /// Size of one segment of rumqttd's in-memory log of the bridge's subscription (all meter
     /// topics share it; at least 1 KiB).
     pub segment_bytes: usize,
-    /// Segments rumqttd keeps. `segment_bytes × segments` bounds the broker's memory for
-    /// readings and how far the bridge may fall behind all meters together before rumqttd
-    /// overwrites messages it has acknowledged (counted in `meterstack_mqtt_overwritten_total`).
+    /// Segments rumqttd keeps (at least 2). `segment_bytes × segments` bounds the broker's
+    /// memory for readings. The gate holds meters back while the bridge has more than half of
+    /// `segment_bytes × (segments - 1)` outstanding, so rumqttd never overwrites a message it
+    /// has acknowledged (that would be counted in `meterstack_mqtt_overwritten_total`).
     pub segments: usize,
     /// The bridge from broker to bus.
     pub bridge: BridgeConfig,

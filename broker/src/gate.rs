@@ -11,7 +11,9 @@
 //!   counted (MQTT 3.1.1 has no way to refuse a single publish);
 //! - throttles a meter that publishes faster than `limits.publish_rate` by reading its socket
 //!   more slowly, which slows that meter only;
-//! - forwards everything else byte for byte, and rumqttd's answers back;
+//! - forwards everything else byte for byte, and rumqttd's answers back, but stops reading
+//!   from meters while the bridge is too far behind for rumqttd's log to hold more
+//!   ([`crate::backlog`]);
 //! - every `mqtt.revalidate_interval`, checks each open connection's identity again and closes
 //!   those whose certificate was revoked, whose secret changed, or whose meter was
 //!   decommissioned or removed.
@@ -36,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::backlog::{Backlog, log_size};
 use crate::auth::{Authenticator, Identity, PeerCertificate, may_publish, may_subscribe};
 use crate::config::LimitsConfig;
 use crate::connectivity::Connectivity;
@@ -63,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) live: Mutex<HashMap<u64, (Identity, CancellationToken)>>,
     /// How often open sessions are checked against the registry.
     pub(crate) revalidate_every: Duration,
+    /// What the bridge has yet to move to the bus.
+    pub(crate) backlog: Arc<Backlog>,
 }
 
 impl Shared {
@@ -401,6 +406,29 @@ async fn serve<S>(
         .disconnected(&identity.meter_id, &session, reason);
 }
 
+/// Forwards the first `checked` bytes of `buf` (holding `publish_bytes` of publishes, in
+/// rumqttd's measure) to rumqttd once the bridge's backlog has room for them; false if rumqttd
+/// is gone.
+async fn forward<W: AsyncWrite + Unpin>(
+    upstream: &mut W,
+    buf: &mut BytesMut,
+    checked: usize,
+    publish_bytes: usize,
+    shared: &Shared,
+) -> bool {
+    if checked == 0 {
+        return true;
+    }
+    if publish_bytes > 0 {
+        shared.backlog.admit(publish_bytes).await;
+    }
+    if upstream.write_all(&buf[..checked]).await.is_err() {
+        return false;
+    }
+    let _ = buf.split_to(checked);
+    true
+}
+
 /// Token bucket for one connection's publishes.
 struct Bucket {
     tokens: f64,
@@ -428,6 +456,7 @@ where
     loop {
         // Check every complete packet in the buffer, then forward them in one write.
         let mut checked = 0usize;
+        let mut publish_bytes = 0usize;
         loop {
             let frame = match packet::frame(&buf[checked..], shared.max_packet_bytes) {
                 Ok(Some(f)) => f,
@@ -444,9 +473,11 @@ where
             let packet = &buf[checked..checked + frame.len];
             match frame.kind {
                 kind::PUBLISH => {
-                    match packet::parse_publish(packet, frame).map(|p| p.topic) {
-                        Ok(topic) if may_publish(identity, topic) => {}
-                        Ok(topic) => {
+                    let size = match packet::parse_publish(packet, frame) {
+                        Ok(p) if may_publish(identity, p.topic) => {
+                            log_size(p.topic.len(), p.payload.len())
+                        }
+                        Ok(packet::Publish { topic, .. }) => {
                             refused("publish_denied");
                             info!(meter = %identity.meter_id, topic, "publish to a foreign topic refused; closing");
                             return "publish_denied";
@@ -455,27 +486,32 @@ where
                             refused("protocol_violation");
                             return "protocol_violation";
                         }
-                    }
+                    };
                     // Refill, and wait for a token if the meter is over its rate.
                     let now = Instant::now();
                     bucket.tokens = (bucket.tokens
                         + now.duration_since(bucket.at).as_secs_f64() * rate)
                         .min(burst);
                     bucket.at = now;
-                    if bucket.tokens < 1.0 {
-                        metrics::counter!(MQTT_THROTTLED).increment(1);
-                        // Forward what is already checked, then make the meter wait.
-                        if upstream.write_all(&buf[..checked]).await.is_err() {
+                    let throttle = bucket.tokens < 1.0;
+                    // Forward what is already checked first if the meter must wait, or if this
+                    // publish would take the batch over what the bridge may have outstanding.
+                    if throttle || publish_bytes + size > shared.backlog.limit() {
+                        let forwarded = std::mem::take(&mut publish_bytes);
+                        if !forward(upstream, &mut buf, checked, forwarded, shared).await {
                             return "broker_closed";
                         }
-                        let _ = buf.split_to(checked);
                         checked = 0;
+                    }
+                    if throttle {
+                        metrics::counter!(MQTT_THROTTLED).increment(1);
                         let wait = (1.0 - bucket.tokens) / rate;
                         tokio::time::sleep(Duration::from_secs_f64(wait)).await;
                         bucket.tokens = 1.0;
                         bucket.at = Instant::now();
                     }
                     bucket.tokens -= 1.0;
+                    publish_bytes += size;
                     shared.connectivity.seen(&identity.meter_id);
                 }
                 kind::SUBSCRIBE => match packet::subscribe_filters(&buf[checked..], frame) {
@@ -504,11 +540,8 @@ where
             }
             checked += frame.len;
         }
-        if checked > 0 {
-            if upstream.write_all(&buf[..checked]).await.is_err() {
-                return "broker_closed";
-            }
-            let _ = buf.split_to(checked);
+        if !forward(upstream, &mut buf, checked, publish_bytes, shared).await {
+            return "broker_closed";
         }
         if buf.capacity() - buf.len() < 512 {
             buf.reserve(shared.buffer_bytes);

@@ -15,6 +15,7 @@
 //! shutdown closes it.
 
 mod auth;
+mod backlog;
 pub mod bridge;
 pub mod commands;
 mod config;
@@ -64,6 +65,14 @@ pub enum Error {
     /// No listener is enabled.
     #[error("neither the TCP nor the TLS MQTT listener is enabled")]
     NoListener,
+    /// rumqttd's log would be too small.
+    #[error("mqtt.segment_bytes must be at least 1024 and mqtt.segments at least 2 (got {segment_bytes} and {segments})")]
+    LogTooSmall {
+        /// The configured segment size.
+        segment_bytes: usize,
+        /// The configured segment count.
+        segments: usize,
+    },
 }
 
 /// `Result` with the broker [`enum@Error`].
@@ -148,6 +157,13 @@ impl MqttConfig {
     /// the gate), links the bridge to it, binds the gate's listeners, and returns once rumqttd
     /// accepts connections.
     pub async fn start(&self, deps: BrokerDeps) -> Result<Broker> {
+        if self.segment_bytes < 1024 || self.segments < 2 {
+            return Err(Error::LogTooSmall {
+                segment_bytes: self.segment_bytes,
+                segments: self.segments,
+            });
+        }
+        let backlog = Arc::new(backlog::Backlog::new(self.segment_bytes, self.segments));
         let tcp = if self.tcp_enabled {
             Some(bind(self.listen).await?)
         } else {
@@ -253,6 +269,7 @@ impl MqttConfig {
             open: AtomicUsize::new(0),
             live: std::sync::Mutex::new(std::collections::HashMap::new()),
             revalidate_every: self.revalidate_interval.max(Duration::from_millis(100)),
+            backlog: backlog.clone(),
         };
         info!(tcp = ?addrs.tcp, tls = ?addrs.tls, "MQTT broker listening (MQTT 3.1.1)");
         Ok(Broker {
@@ -268,6 +285,7 @@ impl MqttConfig {
                 link_rx,
                 deps.bus,
                 &deps.topics.readings_raw,
+                backlog,
             ),
             connectivity: writer,
             commands: (subscription, command_link),

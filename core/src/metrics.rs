@@ -7,8 +7,14 @@
 /// may carry several readings).
 pub const MESSAGES_RECEIVED: &str = "meterstack_messages_received_total";
 /// Messages rumqttd acknowledged but overwrote before the bridge read them (the bridge fell
-/// more than `mqtt.segments × mqtt.segment_bytes` behind). Should stay 0.
+/// more than `mqtt.segments × mqtt.segment_bytes` behind, which the gate's backpressure
+/// prevents). Should stay 0.
 pub const MQTT_OVERWRITTEN: &str = "meterstack_mqtt_overwritten_total";
+/// Times a meter connection waited because the bridge had too much outstanding (the gate stops
+/// reading the meter until the bridge catches up, so rumqttd's log never overflows).
+pub const MQTT_BACKPRESSURE: &str = "meterstack_mqtt_backpressure_total";
+/// Bytes of meter publishes forwarded to rumqttd that the bridge has not yet put on the bus.
+pub const BRIDGE_BACKLOG_BYTES: &str = "meterstack_bridge_backlog_bytes";
 /// Bridge failures to append an accepted message to the bus.
 pub const BRIDGE_ERRORS: &str = "meterstack_bridge_errors_total";
 /// Readings decoded successfully from the wire format.
