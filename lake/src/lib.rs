@@ -12,6 +12,7 @@ pub mod paths;
 pub mod query;
 pub mod sink;
 pub mod store;
+mod utc;
 
 /// Errors of the lake.
 #[derive(Debug, thiserror::Error)]

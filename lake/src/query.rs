@@ -46,6 +46,7 @@ impl Lake {
             .build_arc()?;
         let config = SessionConfig::new().with_information_schema(true);
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.add_optimizer_rule(Arc::new(crate::utc::UtcArithmetic));
         let base = Url::parse(LAKE_URL).map_err(|e| Error::Config(e.to_string()))?;
         ctx.register_object_store(&base, store);
         for table in Table::ALL {

@@ -65,6 +65,9 @@ pub struct EmbeddedConfig {
     /// How often retention (`[bus.retention]`) runs.
     #[serde(with = "crate::duration")]
     pub retention_interval: Duration,
+    /// Memory for the database's page cache, in bytes (redb's own default is 1 GiB). Consumers
+    /// read what was just appended, which stays cached; older pages come from the OS.
+    pub cache_bytes: usize,
 }
 
 impl Default for EmbeddedConfig {
@@ -74,6 +77,7 @@ impl Default for EmbeddedConfig {
             fsync: Fsync::Always,
             fsync_interval: Duration::from_millis(100),
             retention_interval: Duration::from_secs(60),
+            cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -166,7 +170,10 @@ impl EmbeddedBus {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let db = Database::create(file).map_err(storage)?;
+        let db = Database::builder()
+            .set_cache_size(config.cache_bytes)
+            .create(file)
+            .map_err(storage)?;
         let mut state = State::default();
         {
             let txn = db.begin_write().map_err(storage)?;
