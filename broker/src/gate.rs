@@ -38,8 +38,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::backlog::{Backlog, log_size};
 use crate::auth::{Authenticator, Identity, PeerCertificate, may_publish, may_subscribe};
+use crate::backlog::{Backlog, log_size};
 use crate::config::LimitsConfig;
 use crate::connectivity::Connectivity;
 use meterstack_core::mqtt::{self as packet, Frame, PacketError, kind};

@@ -66,7 +66,9 @@ pub enum Error {
     #[error("neither the TCP nor the TLS MQTT listener is enabled")]
     NoListener,
     /// rumqttd's log would be too small.
-    #[error("mqtt.segment_bytes must be at least 1024 and mqtt.segments at least 2 (got {segment_bytes} and {segments})")]
+    #[error(
+        "mqtt.segment_bytes must be at least 1024 and mqtt.segments at least 2 (got {segment_bytes} and {segments})"
+    )]
     LogTooSmall {
         /// The configured segment size.
         segment_bytes: usize,

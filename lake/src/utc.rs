@@ -149,14 +149,15 @@ fn rewrite(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
                 }
                 _ => return Ok(Transformed::no(Expr::ScalarFunction(f))),
             };
-            let stride = ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(
-                0, 0, nanos,
-            )));
+            let stride =
+                ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(0, 0, nanos)));
             let ts = f.args[1].clone();
-            Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(
-                Arc::clone(&datafusion::functions::datetime::date_bin()),
-                vec![Expr::Literal(stride, None), ts],
-            ))))
+            Ok(Transformed::yes(Expr::ScalarFunction(
+                ScalarFunction::new_udf(
+                    Arc::clone(&datafusion::functions::datetime::date_bin()),
+                    vec![Expr::Literal(stride, None), ts],
+                ),
+            )))
         }
         other => Ok(Transformed::no(other)),
     }
@@ -192,13 +193,22 @@ mod tests {
                 "ts",
                 Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")) as ArrayRef,
             ),
-            ("i", Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef),
+            (
+                "i",
+                Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef,
+            ),
         ])
         .expect("batch")
     }
 
     async fn run(ctx: &SessionContext, sql: &str) -> String {
-        let batches = ctx.sql(sql).await.expect("plan").collect().await.expect("run");
+        let batches = ctx
+            .sql(sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
         arrow::util::pretty::pretty_format_batches(&batches)
             .expect("format")
             .to_string()
