@@ -81,3 +81,36 @@ fn config_file_is_read_and_bad_config_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
+
+/// A broker log that cannot hold what the gate admits is refused at start, not run.
+#[test]
+fn a_broker_log_of_one_segment_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = bin()
+        .args(["up", "--dev", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .current_dir(dir.path())
+        .env("METERSTACK__MQTT__LISTEN", "127.0.0.1:0")
+        .env("METERSTACK__HTTP__LISTEN", "127.0.0.1:0")
+        .env("METERSTACK__MQTT__SEGMENTS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("meterstack up kept running with mqtt.segments = 1");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("read");
+    assert!(!status.success());
+    assert!(err.contains("mqtt.segments at least 2"), "{err}");
+}
