@@ -13,6 +13,7 @@ use meterstack_core::bus::{BusBackend, BusConfig};
 use meterstack_core::store::StoreConfig;
 use meterstack_core::wire::DecodeConfig;
 use meterstack_lake::store::LakeConfig;
+use meterstack_pipeline::PipelineConfig;
 use serde::{Deserialize, Serialize};
 
 /// The config file read when `--config` is not given, if it exists.
@@ -42,6 +43,8 @@ pub(crate) struct Config {
     pub lake: LakeConfig,
     /// The SQL store (registry, API keys).
     pub store: StoreConfig,
+    /// Stream processing: validation, intervals, windows, anomalies.
+    pub pipeline: PipelineConfig,
 }
 
 impl Default for Config {
@@ -56,6 +59,7 @@ impl Default for Config {
             ingest: DecodeConfig::default(),
             lake: LakeConfig::default(),
             store: StoreConfig::default(),
+            pipeline: PipelineConfig::default(),
         }
     }
 }
@@ -143,6 +147,10 @@ impl Config {
         if let Some(url) = &overrides.store_url {
             config.store.url.clone_from(url);
         }
+        config
+            .pipeline
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         Ok(config)
     }
 

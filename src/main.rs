@@ -5,6 +5,7 @@ mod bench;
 mod bus_cmd;
 mod certs;
 mod config;
+mod eval;
 mod registry_cmd;
 mod run;
 mod simulate;
@@ -61,6 +62,9 @@ enum Command {
     Simulate(simulate::Args),
     /// Write a simulated fleet's history straight to the raw zone of the lake.
     Backfill(simulate::BackfillArgs),
+    /// Score the pipeline against a simulated fleet with labelled faults: precision, recall
+    /// and F1 per fault type (`--clean`: false alerts on a fleet without faults).
+    Eval(eval::Args),
     /// Inspect the bus.
     #[command(subcommand)]
     Bus(bus_cmd::BusCommand),
@@ -124,6 +128,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&cli.overrides)?;
             telemetry::init_logging("warn");
             runtime()?.block_on(bench::run(command, &config))
+        }
+        Command::Eval(args) => {
+            let config = Config::load(&cli.overrides)?;
+            telemetry::init_logging("warn");
+            eval::run(&args, &config.pipeline)
         }
         Command::Bus(command) => {
             let config = Config::load(&cli.overrides)?;

@@ -1,6 +1,7 @@
 //! `meterstack up` and `meterstack run --roles …`: the roles of the platform in one process.
 //!
 //! Roles: `broker` (MQTT gate, embedded rumqttd, bridge to `readings.raw`), `sink` (raw zone),
+//! `pipeline` (validation, intervals, windows, alerts),
 //! `api` (SQL over HTTP). Every process also serves `/healthz`, `/readyz` and `/metrics`.
 //! `up` runs them all. Start order follows the data backwards (sink, API, then broker) so the
 //! process reports ready only when a reading can complete its path. Shutdown (SIGINT/SIGTERM)
@@ -33,12 +34,14 @@ pub(crate) enum Role {
     Broker,
     /// The raw-zone sink: `readings.raw` → Parquet.
     Sink,
+    /// Stream processing: `readings.raw` → clean readings, aggregates, alerts.
+    Pipeline,
     /// SQL over HTTP (`POST /api/v1/query`).
     Api,
 }
 
 impl Role {
-    pub(crate) const ALL: [Role; 3] = [Role::Broker, Role::Sink, Role::Api];
+    pub(crate) const ALL: [Role; 4] = [Role::Broker, Role::Sink, Role::Pipeline, Role::Api];
 }
 
 /// A task a role runs, and how to stop it.
@@ -118,6 +121,7 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
     // shared; an api-only process must not hold the embedded log's lock.
     let needs_bus = roles.contains(&Role::Broker)
         || roles.contains(&Role::Sink)
+        || roles.contains(&Role::Pipeline)
         || config.bus.backend == meterstack_core::bus::BusBackend::Kafka;
     let bus = if needs_bus {
         Some(
@@ -145,6 +149,25 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
         health.set_ready("sink", true);
         Some(Task::spawn("raw sink", |stop| {
             tokio::spawn(async move { sink.run(stop).await.map_err(anyhow::Error::from) })
+        }))
+    } else {
+        None
+    };
+
+    let pipeline_task = if let (true, Some(bus)) = (roles.contains(&Role::Pipeline), &bus) {
+        let pipeline = config
+            .pipeline
+            .build(meterstack_pipeline::PipelineDeps {
+                bus: bus.clone(),
+                topics: config.bus.topics.clone(),
+                state_store: lake_store.clone(),
+                store: store.clone(),
+            })
+            .await
+            .context("cannot start the pipeline")?;
+        health.set_ready("pipeline", true);
+        Some(Task::spawn("pipeline", |stop| {
+            tokio::spawn(async move { pipeline.run(stop).await.map_err(anyhow::Error::from) })
         }))
     } else {
         None
@@ -199,6 +222,7 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
         }));
         health.set_ready("broker", true);
     }
+    tasks.extend(pipeline_task);
     tasks.extend(sink_task);
     tasks.push(http);
 
@@ -253,6 +277,7 @@ fn role_name(role: Role) -> &'static str {
     match role {
         Role::Broker => "broker",
         Role::Sink => "sink",
+        Role::Pipeline => "pipeline",
         Role::Api => "api",
     }
 }

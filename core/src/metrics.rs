@@ -70,3 +70,20 @@ pub const COMMANDS_SENT: &str = "meterstack_commands_sent_total";
 /// API requests refused for a missing, unknown or revoked key (401) or a role without the
 /// permission (403), labelled `status`.
 pub const API_AUTH_REFUSED: &str = "meterstack_api_auth_refused_total";
+/// Readings the pipeline validated, labelled `quality` and `rule` (`none` when no rule fired).
+pub const PIPELINE_READINGS: &str = "meterstack_pipeline_readings_total";
+/// Window aggregates emitted, labelled `window` and `version` (`first`, `restated`).
+pub const PIPELINE_AGGREGATES: &str = "meterstack_pipeline_aggregates_total";
+/// Alert lifecycle events, labelled `type` and `event` (`opened`, `resolved`).
+pub const PIPELINE_ALERTS: &str = "meterstack_pipeline_alerts_total";
+/// Missing intervals the pipeline asked meters to resend.
+pub const PIPELINE_RESEND_REQUESTED: &str = "meterstack_pipeline_resend_requested_intervals_total";
+/// Requested intervals that came back.
+pub const PIPELINE_RESEND_RECOVERED: &str = "meterstack_pipeline_resend_recovered_intervals_total";
+/// Share of a feeder's expected intervals received on its last completed day, labelled
+/// `feeder`.
+pub const PIPELINE_COMPLETENESS: &str = "meterstack_pipeline_completeness_ratio";
+/// Pipeline checkpoints written.
+pub const PIPELINE_CHECKPOINTS: &str = "meterstack_pipeline_checkpoints_total";
+/// Failed pipeline operations (retried), labelled `op` (`append`, `checkpoint`, `commit`).
+pub const PIPELINE_ERRORS: &str = "meterstack_pipeline_errors_total";

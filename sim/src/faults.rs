@@ -37,7 +37,7 @@ pub enum FaultType {
     RegisterReset,
     /// One interval's consumption beyond what the meter's rated current allows.
     Spike,
-    /// The import register stops while power is reported.
+    /// The registers stop while power is reported.
     FrozenRegister,
     /// Energy flows out of an import-only meter (tamper).
     ReverseFlow,
@@ -237,7 +237,10 @@ fn draw_shape(kind: FaultType, rng: &mut StdRng, dt: TimeDelta) -> (i64, f64) {
         ),
         FaultType::Duplicate | FaultType::Spike => (1, rng.random_range(1.2..2.5)),
         FaultType::OutOfOrder => (1, f64::from(rng.random_range(1..=3_u8))),
-        FaultType::Late => (1, rng.random_range(1800.0..6.0 * 3600.0_f64).round()),
+        // Late means later than the pipeline's allowed lateness (1 h by default, plus the
+        // interval it takes to notice) and earlier than its resend requests (6 h): a reading
+        // held up, not lost.
+        FaultType::Late => (1, rng.random_range(5400.0..5.0 * 3600.0_f64).round()),
         FaultType::ClockSkew => {
             // Odd seconds: a drifted clock is never off by whole minutes.
             let magnitude = (rng.random_range(300.0..3.0 * 3600.0_f64) as i64 | 1) as f64;

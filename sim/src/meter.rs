@@ -118,6 +118,16 @@ pub struct MeterSpec {
 }
 
 impl MeterSpec {
+    /// Rated power, W: rated current × nominal voltage × phases (businesses are three-phase).
+    pub fn rated_w(&self) -> f64 {
+        let phases = if self.class == Class::Commercial {
+            3.0
+        } else {
+            1.0
+        };
+        self.rated_current_a * NOMINAL_V * phases
+    }
+
     /// Whether the meter has no export register in normal use.
     pub fn import_only(&self) -> bool {
         self.class != Class::Prosumer
@@ -520,9 +530,7 @@ impl Meter {
         }
 
         if has(FaultType::Spike).is_some_and(|p| p.start == t) {
-            net_w = self.spec.rated_current_a
-                * NOMINAL_V
-                * has(FaultType::Spike).map_or(1.5, |p| p.value);
+            net_w = self.spec.rated_w() * has(FaultType::Spike).map_or(1.5, |p| p.value);
         }
         if let Some(p) = has(FaultType::ReverseFlow) {
             net_w = -p.value;
@@ -535,7 +543,7 @@ impl Meter {
             if has(FaultType::FrozenRegister).is_none() {
                 self.import_wh += energy_wh;
             }
-        } else {
+        } else if has(FaultType::FrozenRegister).is_none() {
             self.export_wh += -energy_wh;
         }
         if self.import_wh >= self.spec.capacity_wh {
@@ -602,7 +610,7 @@ impl Meter {
             FaultType::Late => json!({ "delay_s": p.value as i64 }),
             FaultType::ClockSkew => json!({ "skew_s": p.value as i64 }),
             FaultType::Spike => {
-                json!({ "power_w": (self.spec.rated_current_a * NOMINAL_V * p.value).round(), "rated_w": self.spec.rated_current_a * NOMINAL_V })
+                json!({ "power_w": (self.spec.rated_w() * p.value).round(), "rated_w": self.spec.rated_w() })
             }
             FaultType::FrozenRegister => json!({ "import_wh": self.import_wh }),
             FaultType::ReverseFlow => json!({ "export_w": p.value }),
@@ -661,14 +669,14 @@ impl Meter {
         std::mem::take(&mut self.outbox).into_values().collect()
     }
 
-    /// Queues the buffered samples stamped within `[from, to]` for sending again (a resend
+    /// Queues the buffered samples stamped within `[from, to)` for sending again (a resend
     /// command); returns how many.
     pub fn resend(&mut self, from: DateTime<Utc>, to: DateTime<Utc>) -> usize {
         let (from, to) = (from.timestamp_micros(), to.timestamp_micros());
         let found: Vec<Sample> = self
             .buffer
             .iter()
-            .filter(|s| (from..=to).contains(&s.ts_us))
+            .filter(|s| (from..to).contains(&s.ts_us))
             .copied()
             .collect();
         let n = found.len();

@@ -86,6 +86,15 @@ impl Offline {
         (out, labels)
     }
 
+    /// Passes a resend command to meter `meter_id`: it queues what it still holds of
+    /// `[from, to)` for its next tick. Returns how many readings it found.
+    pub fn resend(&mut self, meter_id: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> usize {
+        self.meters
+            .iter_mut()
+            .find(|m| m.spec.id.as_str() == meter_id)
+            .map_or(0, |m| m.resend(from, to))
+    }
+
     /// Hands over whatever the meters still hold at the end of the run, received at `t`.
     pub fn finish(&mut self, t: DateTime<Utc>, out: &mut Vec<Received>) {
         for meter in &mut self.meters {

@@ -11,6 +11,7 @@ mod config;
 mod crash;
 mod dsmr;
 mod duckdb;
+mod eval;
 mod harness;
 mod identity;
 mod kafka;

@@ -33,7 +33,8 @@ pub enum MeterStatus {
 }
 
 impl MeterClass {
-    fn as_str(self) -> &'static str {
+    /// The class's name in the registry and in configuration.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Household => "household",
             Self::Commercial => "commercial",

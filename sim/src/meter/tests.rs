@@ -163,7 +163,7 @@ fn a_meter_resends_what_its_buffer_holds() {
     // The buffer holds the last 96: an older range finds nothing, a recent one everything.
     let at = |k: i32| shape.start + shape.dt * k;
     assert_eq!(meter.resend(at(10), at(20)), 0);
-    assert_eq!(meter.resend(at(150), at(159)), 10);
+    assert_eq!(meter.resend(at(150), at(160)), 10);
     assert_eq!(meter.drain(), sent[150..160].to_vec());
 }
 

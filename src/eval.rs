@@ -1,0 +1,479 @@
+//! `meterstack eval`: the pipeline against a simulated fleet with labelled faults.
+//!
+//! The fleet runs offline tick by tick; each tick's readings go through the pipeline as
+//! `readings.raw` records (the wire format the broker stores), the pipeline's resend commands
+//! go back to the meters, and what the pipeline found is scored against the labels: a finding
+//! matches a label of its type on the same meter (feeder, for feeder outages) when their times
+//! overlap within two intervals. Precision is the share of findings that match a label;
+//! recall the share of labels matched by a finding.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use meterstack_core::bus::{Record, headers};
+use meterstack_core::store::meters::MeterClass;
+use meterstack_core::wire;
+use meterstack_core::wire::command::Command;
+use meterstack_pipeline::output::{Aggregate, AlertEvent, AlertType, Outputs, Rule, Width};
+use meterstack_pipeline::{MeterInfo, PipelineConfig, Processor, Registry, State};
+use meterstack_sim::load::Weather;
+use meterstack_sim::meter::Class;
+use meterstack_sim::offline::Offline;
+use meterstack_sim::{FaultConfig, FaultType, FleetConfig, Label, RunShape, build_fleet};
+use serde::Serialize;
+
+/// `meterstack eval` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Args {
+    /// Meters in the fleet.
+    #[arg(long, default_value_t = 500)]
+    meters: usize,
+    /// Simulated days that are scored.
+    #[arg(long, default_value_t = 7)]
+    days: u32,
+    /// Meters per feeder.
+    #[arg(long, default_value_t = 25)]
+    meters_per_feeder: usize,
+    /// Multiplies every fault rate (the default makes each type frequent enough to score).
+    #[arg(long, default_value_t = 4.0)]
+    fault_scale: f64,
+    /// A clean fleet: no faults; every alert is false.
+    #[arg(long)]
+    clean: bool,
+    /// Seed of the fleet.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// First simulated day (UTC midnight).
+    #[arg(long, default_value = "2026-03-02T00:00:00Z")]
+    start: DateTime<Utc>,
+    /// Fail unless every type reaches this precision and recall (and, with `--clean`, unless
+    /// false alerts stay within `--max-false-alerts` per 1,000 meter-days).
+    #[arg(long)]
+    check: Option<f64>,
+    /// With `--clean --check`: the most false alerts allowed per 1,000 meter-days.
+    #[arg(long, default_value_t = 1.0)]
+    max_false_alerts: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Also list findings that match no label and labels no finding matched.
+    #[arg(long)]
+    show_misses: bool,
+}
+
+/// The score of one type.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Score {
+    labels: usize,
+    findings: usize,
+    matched_labels: usize,
+    matched_findings: usize,
+    precision: f64,
+    recall: f64,
+    f1: f64,
+}
+
+/// What `meterstack eval` reports.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Report {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    misses: Vec<String>,
+    meters: usize,
+    days: u32,
+    readings: u64,
+    meter_days: f64,
+    by_type: BTreeMap<String, Score>,
+    alerts_opened: BTreeMap<String, usize>,
+    false_alerts_per_1000_meter_days: Option<f64>,
+    flags_on_clean_fleet: Option<usize>,
+    resend_commands: usize,
+    resent_readings: usize,
+    seconds: f64,
+    /// Time spent in the pipeline alone (decoding and processing, not the simulator).
+    pipeline_seconds: f64,
+    /// Readings per second through the pipeline on one core.
+    pipeline_readings_per_second: f64,
+}
+
+/// One thing the pipeline found.
+#[derive(Debug, Clone)]
+struct Finding {
+    kind: FaultType,
+    subject: String,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+}
+
+fn class(c: Class) -> MeterClass {
+    match c {
+        Class::Household => MeterClass::Household,
+        Class::Commercial => MeterClass::Commercial,
+        Class::Prosumer => MeterClass::Prosumer,
+    }
+}
+
+/// The pipeline's findings in `out`, as fault types.
+fn findings(out: &Outputs, dt: TimeDelta, into: &mut Vec<Finding>) {
+    let by_rule = |rule: Rule| match rule {
+        Rule::Duplicate => Some(FaultType::Duplicate),
+        Rule::OutOfOrder => Some(FaultType::OutOfOrder),
+        Rule::Late => Some(FaultType::Late),
+        Rule::ClockSkew => Some(FaultType::ClockSkew),
+        Rule::RegisterRollover => Some(FaultType::RegisterRollover),
+        Rule::MeterExchange => Some(FaultType::MeterExchange),
+        Rule::RegisterReset => Some(FaultType::RegisterReset),
+        Rule::Spike => Some(FaultType::Spike),
+        Rule::FrozenRegister => Some(FaultType::FrozenRegister),
+        Rule::Backfill => Some(FaultType::ConnectionDrop),
+        _ => None,
+    };
+    let mut push = |kind, subject: &str, start, end| {
+        into.push(Finding {
+            kind,
+            subject: subject.to_owned(),
+            start,
+            end,
+        })
+    };
+    for r in &out.clean {
+        for kind in r
+            .rule
+            .iter()
+            .chain(&r.also)
+            .filter_map(|rule| by_rule(*rule))
+        {
+            push(kind, &r.meter_id, r.ts, r.ts);
+        }
+    }
+    for r in &out.rejected {
+        if let (Some(kind), Some(m), Some(ts)) = (by_rule(r.rule), &r.meter_id, r.ts) {
+            push(kind, m, ts, ts);
+        }
+    }
+    for (meter, c) in &out.commands {
+        if let Command::Resend { from, to } = c.command {
+            push(FaultType::Gap, meter, from, to - dt);
+        }
+    }
+    for a in &out.aggregates {
+        if let Aggregate::MeterWindow(w) = a
+            && w.window == Width::Interval
+            && w.rules.contains(&Rule::Outage)
+        {
+            push(FaultType::MeterOutage, &w.meter_id, w.end, w.end);
+        }
+    }
+    for a in out.alerts.iter().filter(|a| a.event == AlertEvent::Opened) {
+        let kind = match a.kind {
+            AlertType::VoltageSag => FaultType::VoltageSag,
+            AlertType::VoltageSwell => FaultType::VoltageSwell,
+            AlertType::ReverseFlow => FaultType::ReverseFlow,
+            AlertType::FeederOutage => FaultType::FeederOutage,
+            _ => continue,
+        };
+        let subject = match kind {
+            FaultType::FeederOutage => a.feeder.as_deref().unwrap_or_default(),
+            _ => a.meter_id.as_deref().unwrap_or_default(),
+        };
+        push(kind, subject, a.start, a.start);
+    }
+}
+
+/// Merges findings of one type and subject that lie within two intervals of each other.
+fn merge(mut findings: Vec<Finding>, dt: TimeDelta) -> Vec<Finding> {
+    findings.sort_by(|a, b| (a.kind, &a.subject, a.start).cmp(&(b.kind, &b.subject, b.start)));
+    let mut out: Vec<Finding> = Vec::new();
+    for f in findings {
+        if let Some(last) = out.last_mut()
+            && last.kind == f.kind
+            && last.subject == f.subject
+            && f.start <= last.end + dt * 2
+        {
+            last.end = last.end.max(f.end);
+            continue;
+        }
+        out.push(f);
+    }
+    out
+}
+
+/// Who a label is about: its meter, or its feeder for a feeder outage.
+fn subject(l: &Label) -> &str {
+    match l.kind {
+        FaultType::FeederOutage => &l.feeder,
+        _ => l.meter.as_deref().unwrap_or_default(),
+    }
+}
+
+/// Whether finding `f` matches label `l`: same type and subject, times within two intervals.
+fn overlaps(l: &Label, f: &Finding, dt: TimeDelta) -> bool {
+    l.kind == f.kind
+        && subject(l) == f.subject
+        && f.start <= l.end + dt * 2
+        && f.end >= l.start - dt * 2
+}
+
+fn score(labels: &[Label], findings: &[Finding], dt: TimeDelta) -> BTreeMap<String, Score> {
+    let overlaps = |l: &Label, f: &Finding| overlaps(l, f, dt);
+    FaultType::ALL
+        .into_iter()
+        .map(|kind| {
+            let ls: Vec<&Label> = labels.iter().filter(|l| l.kind == kind).collect();
+            let fs: Vec<&Finding> = findings.iter().filter(|f| f.kind == kind).collect();
+            let matched_labels = ls
+                .iter()
+                .filter(|l| fs.iter().any(|f| overlaps(l, f)))
+                .count();
+            let matched_findings = fs
+                .iter()
+                .filter(|f| ls.iter().any(|l| overlaps(l, f)))
+                .count();
+            let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+            let precision = ratio(matched_findings, fs.len());
+            let recall = ratio(matched_labels, ls.len());
+            let f1 = if precision + recall == 0.0 {
+                0.0
+            } else {
+                2.0 * precision * recall / (precision + recall)
+            };
+            (
+                kind.name().to_owned(),
+                Score {
+                    labels: ls.len(),
+                    findings: fs.len(),
+                    matched_labels,
+                    matched_findings,
+                    precision,
+                    recall,
+                    f1,
+                },
+            )
+        })
+        .collect()
+}
+
+fn misses(labels: &[Label], findings: &[Finding], dt: TimeDelta) -> Vec<String> {
+    let overlaps = |l: &Label, f: &Finding| overlaps(l, f, dt);
+    let mut out = Vec::new();
+    for f in findings
+        .iter()
+        .filter(|f| !labels.iter().any(|l| overlaps(l, f)))
+    {
+        out.push(format!(
+            "finding without label: {} {} {}..{}",
+            f.kind.name(),
+            f.subject,
+            f.start,
+            f.end
+        ));
+    }
+    for l in labels
+        .iter()
+        .filter(|l| !findings.iter().any(|f| overlaps(l, f)))
+    {
+        out.push(format!(
+            "label without finding: {} {} {}..{} {}",
+            l.kind.name(),
+            subject(l),
+            l.start,
+            l.end,
+            l.params
+        ));
+    }
+    out
+}
+
+/// Runs the evaluation.
+pub(crate) fn evaluate(args: &Args, pipeline: &PipelineConfig) -> anyhow::Result<Report> {
+    let started = std::time::Instant::now();
+    let dt = TimeDelta::from_std(pipeline.interval)?;
+    let faults = if args.clean {
+        FaultConfig::none()
+    } else {
+        let mut f = FaultConfig {
+            scale: args.fault_scale,
+            ..FaultConfig::default()
+        };
+        // Feeder outages are rare per feeder-day; a week of a few feeders needs more to score.
+        f.rates.insert(FaultType::FeederOutage, 0.05);
+        f
+    };
+    faults.validate().map_err(|e| anyhow::anyhow!(e))?;
+    let scored = dt
+        * (i32::try_from(args.days)?
+            * i32::try_from(TimeDelta::days(1).num_seconds() / dt.num_seconds())?);
+    let shape = RunShape {
+        start: args.start,
+        dt,
+        horizon: Some(scored),
+        seed: args.seed,
+        faults: Arc::new(faults),
+        buffer: 192,
+    };
+    let fleet = FleetConfig {
+        meters: args.meters,
+        meters_per_feeder: args.meters_per_feeder,
+        ..FleetConfig::default()
+    };
+    let site = fleet.site()?;
+    let specs = build_fleet(&fleet, &shape).map_err(|e| anyhow::anyhow!(e))?;
+    let registry = Registry::new(specs.iter().map(|s| {
+        (
+            s.id.to_string(),
+            MeterInfo {
+                class: Some(class(s.class)),
+                feeder: Some(s.feeder.clone()),
+                rated_current_a: Some(s.rated_current_a),
+                exchanged_on: s.exchanged_on,
+            },
+        )
+    }));
+    let mut config = pipeline.clone();
+    config.idle_clock = std::time::Duration::ZERO;
+    let mut processor = Processor::new(config.clone(), Arc::new(registry), State::default());
+    let mut offline = Offline::new(specs, &shape, site);
+    let weather = Weather::new(shape.seed);
+    // Run past the scored days long enough for every resend request to be made.
+    let tail = TimeDelta::from_std(config.resend_after + config.allowed_lateness)? + dt * 4;
+    let ticks = (scored + tail).num_seconds() / dt.num_seconds();
+    let (mut labels, mut found) = (Vec::new(), Vec::new());
+    let mut report = Report {
+        meters: args.meters,
+        days: args.days,
+        meter_days: args.meters as f64 * f64::from(args.days),
+        ..Report::default()
+    };
+    let end = args.start + scored;
+    let mut received = Vec::new();
+    let mut t = args.start;
+    let mut pipeline_time = std::time::Duration::ZERO;
+    for _ in 0..ticks {
+        let ctx = meterstack_sim::load::TickContext::new(t, dt, &site, &weather);
+        received.clear();
+        offline.step_with(&ctx, &mut received, &mut labels);
+        let mut out = Outputs::default();
+        let records: Vec<Record> = received
+            .drain(..)
+            .map(|(reading, at)| Record {
+                key: reading.meter_id.to_string(),
+                value: wire::encode(std::slice::from_ref(&reading)).into(),
+                timestamp: at,
+                headers: vec![(
+                    headers::SOURCE_TOPIC.into(),
+                    wire::readings_topic(&reading.meter_id),
+                )],
+            })
+            .collect();
+        let timer = std::time::Instant::now();
+        for record in &records {
+            processor.record(record, &mut out);
+            report.readings += 1;
+        }
+        processor.flush(&mut out);
+        pipeline_time += timer.elapsed();
+        for (meter, c) in &out.commands {
+            if let Command::Resend { from, to } = c.command {
+                report.resend_commands += 1;
+                report.resent_readings += offline.resend(meter, from, to);
+            }
+        }
+        for a in out
+            .alerts
+            .iter()
+            .filter(|a| a.event == AlertEvent::Opened && a.start < end)
+        {
+            *report
+                .alerts_opened
+                .entry(a.kind.name().to_owned())
+                .or_default() += 1;
+        }
+        findings(&out, dt, &mut found);
+        t += dt;
+    }
+    let labels: Vec<Label> = labels.into_iter().filter(|l| l.start < end).collect();
+    found.retain(|f| f.start < end);
+    let found = merge(found, dt);
+    report.by_type = score(&labels, &found, dt);
+    if args.show_misses {
+        report.misses = misses(&labels, &found, dt);
+    }
+    if args.clean {
+        let alerts: usize = report.alerts_opened.values().sum();
+        report.false_alerts_per_1000_meter_days = Some(alerts as f64 * 1000.0 / report.meter_days);
+        report.flags_on_clean_fleet = Some(found.len());
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report.pipeline_seconds = pipeline_time.as_secs_f64();
+    report.pipeline_readings_per_second =
+        report.readings as f64 / report.pipeline_seconds.max(1e-9);
+    Ok(report)
+}
+
+/// `meterstack eval`.
+pub(crate) fn run(args: &Args, pipeline: &PipelineConfig) -> anyhow::Result<()> {
+    let report = evaluate(args, pipeline)?;
+    #[allow(clippy::print_stdout)]
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} meters × {} days ({} readings, {:.1} s; pipeline {:.0} readings/s on one core){}",
+            report.meters,
+            report.days,
+            report.readings,
+            report.seconds,
+            report.pipeline_readings_per_second,
+            if args.clean { ", no faults" } else { "" }
+        );
+        println!(
+            "{:<18} {:>6} {:>8} {:>9} {:>7} {:>6}",
+            "type", "labels", "findings", "precision", "recall", "F1"
+        );
+        for (kind, s) in &report.by_type {
+            if s.labels + s.findings == 0 {
+                continue;
+            }
+            println!(
+                "{kind:<18} {:>6} {:>8} {:>9.3} {:>7.3} {:>6.3}",
+                s.labels, s.findings, s.precision, s.recall, s.f1
+            );
+        }
+        println!("alerts opened: {:?}", report.alerts_opened);
+        for m in &report.misses {
+            println!("{m}");
+        }
+        println!(
+            "resend commands: {}, readings resent: {}",
+            report.resend_commands, report.resent_readings
+        );
+        if let Some(f) = report.false_alerts_per_1000_meter_days {
+            println!(
+                "false alerts per 1,000 meter-days: {f:.2}; VEE findings on the clean fleet: {}",
+                report.flags_on_clean_fleet.unwrap_or(0)
+            );
+        }
+    }
+    if let Some(min) = args.check {
+        let mut failures = Vec::new();
+        for (kind, s) in &report.by_type {
+            if !args.clean && s.labels == 0 {
+                failures.push(format!(
+                    "{kind}: no labels to score (raise --fault-scale or --days)"
+                ));
+            } else if s.precision < min || s.recall < min {
+                failures.push(format!(
+                    "{kind}: precision {:.3}, recall {:.3}",
+                    s.precision, s.recall
+                ));
+            }
+        }
+        if let Some(f) = report.false_alerts_per_1000_meter_days
+            && f > args.max_false_alerts
+        {
+            failures.push(format!("{f:.2} false alerts per 1,000 meter-days"));
+        }
+        anyhow::ensure!(failures.is_empty(), "below target: {}", failures.join("; "));
+    }
+    Ok(())
+}
