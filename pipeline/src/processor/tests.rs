@@ -49,7 +49,7 @@ fn send(p: &mut Processor, meter: &str, k: i64, import_wh: f64, delay_us: i64, o
     };
     let record = Record {
         key: meter.into(),
-        value: wire::encode(&[reading.clone()]).into(),
+        value: wire::encode(std::slice::from_ref(&reading)).into(),
         timestamp: ts(t0() + k * DT + delay_us),
         headers: vec![(
             headers::SOURCE_TOPIC.into(),
