@@ -22,6 +22,18 @@ pub enum Quality {
     Rejected,
 }
 
+impl Quality {
+    /// The snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Quality::Measured => "measured",
+            Quality::Estimated => "estimated",
+            Quality::Suspect => "suspect",
+            Quality::Rejected => "rejected",
+        }
+    }
+}
+
 /// The validation rule that set a quality flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -161,6 +173,17 @@ pub enum Width {
     /// A UTC day.
     #[serde(rename = "1d")]
     Day,
+}
+
+impl Width {
+    /// The name used on the wire and in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Width::Interval => "interval",
+            Width::Hour => "1h",
+            Width::Day => "1d",
+        }
+    }
 }
 
 /// A record on `aggregates`.

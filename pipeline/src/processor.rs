@@ -22,7 +22,7 @@ use crate::anomaly::{Alerts, Baseline, Judgement, Subject};
 use crate::config::{PipelineConfig, Rules};
 use crate::intervals::{Point, SpanRules, Step, Track};
 use crate::output::{
-    Aggregate, AlertType, CleanReading, FeederCompleteness, Outputs, Quality, RejectedReading, Rule,
+    Aggregate, AlertType, CleanReading, FeederCompleteness, Outputs, RejectedReading, Rule,
 };
 use crate::registry::{MeterInfo, Registry};
 use crate::vee::{self, Placement};
@@ -683,12 +683,7 @@ impl Processor {
         }
         for w in windows {
             let version = if w.revision == 0 { "first" } else { "restated" };
-            let width = match w.window {
-                crate::output::Width::Interval => "interval",
-                crate::output::Width::Hour => "1h",
-                crate::output::Width::Day => "1d",
-            };
-            metrics::counter!(m::PIPELINE_AGGREGATES, "window" => width, "version" => version)
+            metrics::counter!(m::PIPELINE_AGGREGATES, "window" => w.window.name(), "version" => version)
                 .increment(1);
             out.aggregates.push(Aggregate::MeterWindow(w));
         }
@@ -736,7 +731,7 @@ fn emit_clean(
 ) {
     let (quality, rule) = vee::flag(fired);
     let also = fired.iter().copied().filter(|r| Some(*r) != rule).collect();
-    metrics::counter!(m::PIPELINE_READINGS, "quality" => quality_name(quality), "rule" => rule.map_or("none", Rule::name)).increment(1);
+    metrics::counter!(m::PIPELINE_READINGS, "quality" => quality.name(), "rule" => rule.map_or("none", Rule::name)).increment(1);
     out.clean.push(CleanReading {
         meter_id: r.meter_id.to_string(),
         ts: ts(t),
@@ -752,15 +747,6 @@ fn emit_clean(
         rule,
         also,
     });
-}
-
-fn quality_name(q: Quality) -> &'static str {
-    match q {
-        Quality::Measured => "measured",
-        Quality::Estimated => "estimated",
-        Quality::Suspect => "suspect",
-        Quality::Rejected => "rejected",
-    }
 }
 
 #[cfg(test)]
