@@ -18,7 +18,7 @@ def main() -> None:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.execute(
-        f"CREATE VIEW raw_readings AS SELECT * FROM read_parquet('{root}/*/*.parquet', hive_partitioning = true)"
+        f"CREATE VIEW raw_readings AS SELECT * FROM read_parquet('{root}/*/*/*.parquet', hive_partitioning = true)"
     )
     out = {}
     for q in queries:

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use chrono::NaiveDate;
+use chrono::{DateTime, Utc};
 use meterstack_lake::paths::Table;
-use meterstack_lake::sink::raw::raw_readings_batch;
+use meterstack_lake::sink::raw::{raw_readings_batch, sorted_by_meter_and_time};
 use meterstack_lake::sink::{encode_parquet, put};
 use meterstack_sim::load::{TickContext, Weather};
 use meterstack_sim::offline::{Offline, Received};
@@ -40,7 +40,7 @@ pub(crate) struct Report {
 const FLUSH_ROWS: usize = 1_000_000;
 
 struct File {
-    date: NaiveDate,
+    hour: DateTime<Utc>,
     bytes: Bytes,
 }
 
@@ -118,7 +118,7 @@ pub(crate) async fn write(
             file = rx.recv() => {
                 let Some(file) = file else { break };
                 bytes += file.bytes.len() as u64;
-                put(&store, &Table::RawReadings.new_file(file.date), file.bytes).await?;
+                put(&store, &Table::RawReadings.new_file(file.hour), file.bytes).await?;
                 files += 1;
             }
             _ = ticker.tick() => progress.set_position(generated.load(Ordering::Relaxed)),
@@ -156,28 +156,24 @@ pub(crate) async fn write(
     })
 }
 
-/// One Parquet file per reading date, rows sorted by meter and time.
-fn encode(mut rows: Vec<Received>) -> anyhow::Result<Vec<File>> {
-    rows.sort_by(|a, b| {
-        (a.0.ts.date_naive(), &a.0.meter_id, a.0.ts).cmp(&(
-            b.0.ts.date_naive(),
-            &b.0.meter_id,
-            b.0.ts,
-        ))
-    });
-    let mut by_date: BTreeMap<NaiveDate, (Vec<_>, Vec<i64>)> = BTreeMap::new();
+/// One Parquet file per reading hour (the raw zone's partitions), rows sorted by meter and
+/// time, as the raw sink writes them.
+fn encode(rows: Vec<Received>) -> anyhow::Result<Vec<File>> {
+    let hour_of = |t: DateTime<Utc>| t.timestamp().div_euclid(3600) * 3600;
+    let mut by_hour: BTreeMap<i64, (Vec<_>, Vec<i64>)> = BTreeMap::new();
     for (reading, received) in rows {
-        let slot = by_date.entry(reading.ts.date_naive()).or_default();
+        let slot = by_hour.entry(hour_of(reading.ts)).or_default();
         slot.1.push(received.timestamp_micros());
         slot.0.push(reading);
     }
-    by_date
+    by_hour
         .into_iter()
-        .map(|(date, (readings, received))| {
+        .map(|(hour, (readings, received))| {
+            let (readings, received) = sorted_by_meter_and_time(readings, received);
             let batch = raw_readings_batch(&readings, received)?;
             Ok(File {
-                date,
-                bytes: encode_parquet(&batch)?,
+                hour: DateTime::from_timestamp(hour, 0).unwrap_or_default(),
+                bytes: encode_parquet(&batch, Table::RawReadings)?,
             })
         })
         .collect()

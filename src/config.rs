@@ -150,6 +150,8 @@ impl Config {
         config
             .pipeline
             .validate()
+            .and_then(|()| config.lake.etl.validate())
+            .and_then(|()| config.http.query.validate())
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         Ok(config)
     }

@@ -6,6 +6,7 @@ mod bus_cmd;
 mod certs;
 mod config;
 mod eval;
+mod lake_cmd;
 mod registry_cmd;
 mod run;
 mod simulate;
@@ -65,6 +66,11 @@ enum Command {
     /// Score the pipeline against a simulated fleet with labelled faults: precision, recall
     /// and F1 per fault type (`--clean`: false alerts on a fleet without faults).
     Eval(eval::Args),
+    /// Run the ETL raw → trusted zone once (with compaction and retention), with a progress bar.
+    Etl(lake_cmd::EtlArgs),
+    /// Run one read-only SQL query over the lake, e.g. `meterstack sql "SELECT count(*) FROM
+    /// readings"` (same tables, bounds and formats as POST /api/v1/query; CSV by default).
+    Sql(lake_cmd::SqlArgs),
     /// Inspect the bus.
     #[command(subcommand)]
     Bus(bus_cmd::BusCommand),
@@ -133,6 +139,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&cli.overrides)?;
             telemetry::init_logging("warn");
             eval::run(&args, &config.pipeline)
+        }
+        Command::Etl(args) => {
+            let config = Config::load(&cli.overrides)?;
+            telemetry::init_logging("warn");
+            runtime()?.block_on(lake_cmd::etl(args, &config))
+        }
+        Command::Sql(args) => {
+            let config = Config::load(&cli.overrides)?;
+            telemetry::init_logging("warn");
+            runtime()?.block_on(lake_cmd::sql(args, &config))
         }
         Command::Bus(command) => {
             let config = Config::load(&cli.overrides)?;

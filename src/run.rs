@@ -36,12 +36,21 @@ pub(crate) enum Role {
     Sink,
     /// Stream processing: `readings.raw` → clean readings, aggregates, alerts.
     Pipeline,
+    /// The ETL raw → trusted zone, with compaction and retention, on `lake.etl.schedule`
+    /// (run it in one process only).
+    Etl,
     /// SQL over HTTP (`POST /api/v1/query`).
     Api,
 }
 
 impl Role {
-    pub(crate) const ALL: [Role; 4] = [Role::Broker, Role::Sink, Role::Pipeline, Role::Api];
+    pub(crate) const ALL: [Role; 5] = [
+        Role::Broker,
+        Role::Sink,
+        Role::Pipeline,
+        Role::Etl,
+        Role::Api,
+    ];
 }
 
 /// A task a role runs, and how to stop it.
@@ -175,13 +184,15 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
 
     let state = AppState {
         lake: if roles.contains(&Role::Api) {
-            Some(Lake::new(lake_store)?)
+            Some(
+                Lake::new(lake_store.clone(), config.http.query.clone())?
+                    .with_meters(store.clone()),
+            )
         } else {
             None
         },
         health: health.clone(),
         metrics: Arc::new(move || metrics.render()),
-        query: config.http.query.clone(),
         store: store.clone(),
         bus: bus.clone(),
         topics: config.bus.topics.clone(),
@@ -221,6 +232,14 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
             })
         }));
         health.set_ready("broker", true);
+    }
+    if roles.contains(&Role::Etl) {
+        let etl = config.lake.etl.build(&config.pipeline, lake_store.clone());
+        let sql = store.clone();
+        health.set_ready("etl", true);
+        tasks.push(Task::spawn("etl", |stop| {
+            tokio::spawn(async move { etl.run(sql, stop).await.map_err(anyhow::Error::from) })
+        }));
     }
     tasks.extend(pipeline_task);
     tasks.extend(sink_task);
@@ -278,6 +297,7 @@ fn role_name(role: Role) -> &'static str {
         Role::Broker => "broker",
         Role::Sink => "sink",
         Role::Pipeline => "pipeline",
+        Role::Etl => "etl",
         Role::Api => "api",
     }
 }

@@ -34,6 +34,7 @@ pub const POLICY: &[(Method, &str, Admitted)] = &[
     (Method::GET, "/api/v1/meters", DATA_READERS),
     (Method::POST, "/api/v1/meters", OPERATORS),
     (Method::GET, "/api/v1/meters/{id}", DATA_READERS),
+    (Method::GET, "/api/v1/meters/{id}/readings", ANY_ROLE),
     (Method::PATCH, "/api/v1/meters/{id}", OPERATORS),
     (Method::DELETE, "/api/v1/meters/{id}", OPERATORS),
     (Method::POST, "/api/v1/meters/{id}/secret", OPERATORS),

@@ -1,6 +1,5 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -46,23 +45,4 @@ impl Default for HttpConfig {
     }
 }
 
-/// Section `[http.query]`: limits of SQL over HTTP.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct QueryConfig {
-    /// Longest a query may run before it is cancelled.
-    #[serde(with = "meterstack_core::duration")]
-    pub timeout: Duration,
-    /// Most rows one response may carry; a query producing more is refused, asking for a
-    /// `LIMIT` or an aggregate.
-    pub max_rows: usize,
-}
-
-impl Default for QueryConfig {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_secs(30),
-            max_rows: 100_000,
-        }
-    }
-}
+pub use meterstack_lake::query::QueryConfig;

@@ -48,8 +48,6 @@ pub struct AppState {
     pub health: Arc<Health>,
     /// The metrics renderer.
     pub metrics: MetricsRender,
-    /// Query limits.
-    pub query: QueryConfig,
     /// The SQL store: registry and API keys.
     pub store: SqlStore,
     /// The bus, if this process has one (commands to meters are appended to it).
@@ -65,7 +63,6 @@ impl std::fmt::Debug for AppState {
         f.debug_struct("AppState")
             .field("lake", &self.lake)
             .field("health", &self.health)
-            .field("query", &self.query)
             .field("store", &self.store)
             .field("bus", &self.bus)
             .finish_non_exhaustive()
@@ -90,6 +87,7 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
                     .patch(meters::update)
                     .delete(meters::delete),
             )
+            .route("/api/v1/meters/{id}/readings", get(query::meter_readings))
             .route("/api/v1/meters/{id}/secret", post(meters::new_secret))
             .route("/api/v1/meters/{id}/commands", post(meters::command))
             .route(

@@ -87,3 +87,19 @@ pub const PIPELINE_COMPLETENESS: &str = "meterstack_pipeline_completeness_ratio"
 pub const PIPELINE_CHECKPOINTS: &str = "meterstack_pipeline_checkpoints_total";
 /// Failed pipeline operations (retried), labelled `op` (`append`, `checkpoint`, `commit`).
 pub const PIPELINE_ERRORS: &str = "meterstack_pipeline_errors_total";
+/// ETL runs from the raw to the trusted zone, by `outcome` (`ok`, `error`).
+pub const ETL_RUNS: &str = "meterstack_etl_runs_total";
+/// Raw readings the ETL read.
+pub const ETL_READINGS_READ: &str = "meterstack_etl_readings_read_total";
+/// Raw readings the ETL dropped as duplicates of one (meter, timestamp).
+pub const ETL_DUPLICATES: &str = "meterstack_etl_duplicates_total";
+/// Trusted partitions (re)written, by `table`.
+pub const ETL_PARTITIONS_WRITTEN: &str = "meterstack_etl_partitions_written_total";
+/// Raw files merged by compaction, by `table`.
+pub const ETL_FILES_COMPACTED: &str = "meterstack_etl_files_compacted_total";
+/// Partitions deleted by retention, by `table`.
+pub const ETL_PARTITIONS_EXPIRED: &str = "meterstack_etl_partitions_expired_total";
+/// Raw files the ETL could not read (damaged), skipped and left in place.
+pub const ETL_UNREADABLE_FILES: &str = "meterstack_etl_unreadable_files_total";
+/// SQL queries running now (gauge).
+pub const QUERIES_RUNNING: &str = "meterstack_queries_running";

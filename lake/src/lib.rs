@@ -2,12 +2,15 @@
 //!
 //! In: `readings.raw` records from the bus.
 //! Out: Parquet files in the raw zone — decoded readings under `raw/readings/`, rejected
-//! messages and readings with their reason under `raw/rejected/` — and the SQL tables
-//! `raw_readings` and `rejected_readings` over them ([`query::Lake`]).
+//! messages and readings with their reason under `raw/rejected/` ([`sink::raw`]); the trusted
+//! zone the [`etl`] derives from it with the pipeline's rules (`trusted/readings`,
+//! `readings_hourly`, `readings_daily`); and read-only, bounded SQL over all of them
+//! ([`query::Lake`]).
 //!
-//! Storage is injected as an `Arc<dyn ObjectStore>` ([`store::LakeConfig::build`]); object
-//! paths come only from [`paths::Table`].
+//! Storage is injected as an `Arc<dyn ObjectStore>` ([`store::LakeConfig::build`]: local disk
+//! or S3-compatible); object paths come only from [`paths::Table`].
 
+pub mod etl;
 pub mod paths;
 pub mod query;
 pub mod sink;
@@ -35,6 +38,21 @@ pub enum Error {
     /// The store configuration is unusable.
     #[error("lake store: {0}")]
     Config(String),
+    /// A query ran past its timeout.
+    #[error("the query ran longer than {0}")]
+    Timeout(String),
+    /// A query's result passed a size bound.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Every query slot stayed taken for the whole timeout.
+    #[error("all {0} query slots stayed busy for the whole timeout; try again later")]
+    Busy(usize),
+    /// Query parameters are malformed.
+    #[error("{0}")]
+    Params(String),
+    /// Stored state (a bookmark, a file's columns) is not what it must be.
+    #[error("{0}")]
+    State(String),
 }
 
 /// `Result` with the lake [`enum@Error`].

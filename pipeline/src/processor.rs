@@ -161,6 +161,28 @@ impl Processor {
         }
     }
 
+    /// Processes one decoded reading of a batch replay (the lake's ETL), fed in time order:
+    /// the clock follows the readings' own times, and `received` is when the reading arrived
+    /// (for clock-skew placement and backfill).
+    pub fn replay(&mut self, reading: Reading, received: DateTime<Utc>, out: &mut Outputs) {
+        self.advance(reading.ts.timestamp_micros(), out);
+        self.reading(reading, received.timestamp_micros(), out);
+    }
+
+    /// Emits every window that changed, complete or not (the end of a batch replay: the
+    /// windows of the last, partial day are what is known so far).
+    pub fn close(&mut self, out: &mut Outputs) {
+        self.flush(out);
+        let mut windows = Vec::new();
+        for (id, ms) in &mut self.state.meters {
+            // Far past every window's end, without dropping any.
+            ms.windows
+                .flush(id, i64::MAX / 4, i64::MIN / 4, self.dt, &mut windows);
+        }
+        out.aggregates
+            .extend(windows.into_iter().map(Aggregate::MeterWindow));
+    }
+
     /// Moves the pipeline clock to `now` (µs) if that is later, and evaluates time-driven
     /// rules when a tick has passed.
     pub fn advance(&mut self, now: i64, out: &mut Outputs) {

@@ -37,7 +37,7 @@ import duckdb, json, sys
 rows = duckdb.sql(f"""
     SELECT count(*), sum(import_wh), count(DISTINCT date), min(meter_id), max(seq),
            typeof(any_value(ts))
-    FROM read_parquet('{sys.argv[1]}/raw/readings/*/*.parquet', hive_partitioning = true)
+    FROM read_parquet('{sys.argv[1]}/raw/readings/*/*/*.parquet', hive_partitioning = true)
 """).fetchall()
 print(json.dumps([list(map(str, r)) for r in rows]))
 "#;

@@ -46,6 +46,8 @@ impl Meterstack {
             .env("METERSTACK__HTTP__LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "info,rumqttd=off,librdkafka=warn")
             .env("METERSTACK__DEV", "true")
+            // Tests backfill history from fixed past dates: keep the raw zone forever.
+            .env("METERSTACK__LAKE__ETL__RETENTION__RAW_DAYS", "0")
             // Test fleets publish as fast as they can; the limit has its own test.
             .env("METERSTACK__MQTT__LIMITS__PUBLISH_RATE", "1000000")
             .env("METERSTACK__MQTT__LIMITS__PUBLISH_BURST", "1000000")
@@ -146,6 +148,30 @@ impl Meterstack {
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
         };
         (status, value)
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `POST /api/v1/query` with `body`: the status and the body, or the error that cut the
+    /// response off (a result that failed after it began streaming).
+    pub(crate) fn try_query(&self, body: &Value) -> (u16, Result<String, String>) {
+        let mut resp = self
+            .agent
+            .post(format!("{}/api/v1/query", self.http))
+            .header("Authorization", self.bearer())
+            .send(body.to_string())
+            .expect("query request");
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_string()
+            .map_err(|e| e.to_string());
+        (status, body)
     }
 
     /// `POST /api/v1/query` with a raw body.

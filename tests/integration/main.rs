@@ -15,6 +15,7 @@ mod eval;
 mod harness;
 mod identity;
 mod kafka;
+mod lake;
 mod malformed;
 mod path;
 mod query;

@@ -357,7 +357,7 @@ fn backfill_writes_history_that_duckdb_and_sql_read() {
 
     // An analyst's DuckDB reads the raw zone as it is.
     let script = format!(
-        "import duckdb, json; r = duckdb.sql(\"SELECT count(*), count(DISTINCT meter_id), CAST(min(ts) AS VARCHAR), CAST(max(ts) AS VARCHAR) FROM read_parquet('{}/lake/raw/readings/*/*.parquet', hive_partitioning=true)\").fetchall()[0]; print(json.dumps([r[0], r[1], str(r[2]), str(r[3])]))",
+        "import duckdb, json; r = duckdb.sql(\"SELECT count(*), count(DISTINCT meter_id), CAST(min(ts) AS VARCHAR), CAST(max(ts) AS VARCHAR) FROM read_parquet('{}/lake/raw/readings/*/*/*.parquet', hive_partitioning=true)\").fetchall()[0]; print(json.dumps([r[0], r[1], str(r[2]), str(r[3])]))",
         data.display()
     );
     let duck = std::process::Command::new("python3")

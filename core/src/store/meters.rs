@@ -56,7 +56,8 @@ impl MeterClass {
 }
 
 impl MeterStatus {
-    fn as_str(self) -> &'static str {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
             Self::Decommissioned => "decommissioned",

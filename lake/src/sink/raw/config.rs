@@ -10,8 +10,9 @@ pub struct RawSinkConfig {
     /// over MQTT is queryable within about this long.
     #[serde(with = "meterstack_core::duration")]
     pub flush_interval: Duration,
-    /// Buffered readings and rejects that force a flush before the interval ends.
-    pub max_buffer_rows: usize,
+    /// Buffered bytes (readings and rejects, as held in memory) that force a flush before
+    /// the interval ends.
+    pub max_buffer_bytes: usize,
     /// Most bus records taken per poll.
     pub poll_max: usize,
     /// How much of a rejected payload is kept in the rejected area, in bytes.
@@ -22,7 +23,7 @@ impl Default for RawSinkConfig {
     fn default() -> Self {
         Self {
             flush_interval: Duration::from_secs(5),
-            max_buffer_rows: 100_000,
+            max_buffer_bytes: 64 * 1024 * 1024,
             poll_max: 5_000,
             rejected_payload_max_bytes: 64 * 1024,
         }

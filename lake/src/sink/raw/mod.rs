@@ -1,9 +1,10 @@
 //! The raw-zone sink: `readings.raw` → decode → Parquet in `raw/readings/` and `raw/rejected/`.
 //!
 //! Every message is decoded with [`meterstack_core::wire::Decoder`]. Good readings are
-//! buffered per reading date, rejects (whole messages or single readings of an array) per
-//! receive date, and written as one Parquet file per partition every `flush_interval` or
-//! `max_buffer_rows`. The sink commits its bus position only after every file of a flush is
+//! buffered per reading hour, rejects (whole messages or single readings of an array) per
+//! receive hour, and written as one Parquet file per hour partition (rows sorted by meter and
+//! time) every `flush_interval` or when the buffer holds `max_buffer_bytes` (Firehose's
+//! buffering hints: 5 s / 64 MiB by default). The sink commits its bus position only after every file of a flush is
 //! stored, so nothing it consumed is lost if it stops: a failed write is retried with the same
 //! object path (idempotent), and a graceful shutdown drains the topic and flushes before
 //! returning.
@@ -21,7 +22,7 @@ use arrow::array::{
 };
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use chrono::NaiveDate;
+use chrono::{DateTime, Utc};
 use meterstack_core::backoff::Backoff;
 use meterstack_core::bus::{Bus, Delivery, Subscription, headers};
 use meterstack_core::metrics::{
@@ -80,11 +81,24 @@ pub struct RawSink {
     buffer: Buffer,
 }
 
+/// Buffered rows by hour partition (the hour's start, µs).
 #[derive(Debug, Default)]
 struct Buffer {
-    readings: BTreeMap<NaiveDate, ReadingRows>,
-    rejects: BTreeMap<NaiveDate, Vec<RejectRow>>,
-    rows: usize,
+    readings: BTreeMap<i64, ReadingRows>,
+    rejects: BTreeMap<i64, Vec<RejectRow>>,
+    /// Estimated in-memory size of the rows, bytes.
+    bytes: usize,
+}
+
+const HOUR_US: i64 = 3_600_000_000;
+
+fn hour_of(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros().div_euclid(HOUR_US) * HOUR_US
+}
+
+/// Estimated bytes a buffered reading takes.
+fn reading_bytes(r: &Reading) -> usize {
+    std::mem::size_of::<Reading>() + 8 + r.meter_id.as_str().len()
 }
 
 #[derive(Debug, Default)]
@@ -144,7 +158,7 @@ impl RawSink {
             for delivery in deliveries {
                 self.ingest(delivery);
             }
-            if self.buffer.rows >= self.config.max_buffer_rows
+            if self.buffer.bytes >= self.config.max_buffer_bytes
                 || last_flush.elapsed() >= self.config.flush_interval
                 || (draining && caught_up)
             {
@@ -165,14 +179,10 @@ impl RawSink {
         let decoded = self.decoder.decode(topic, &record.value, received_at);
         metrics::counter!(READINGS_ACCEPTED).increment(decoded.readings.len() as u64);
         for reading in decoded.readings {
-            let rows = self
-                .buffer
-                .readings
-                .entry(reading.ts.date_naive())
-                .or_default();
+            self.buffer.bytes += reading_bytes(&reading);
+            let rows = self.buffer.readings.entry(hour_of(reading.ts)).or_default();
             rows.readings.push(reading);
             rows.received_at.push(received_at.timestamp_micros());
-            self.buffer.rows += 1;
         }
         for rejection in decoded.rejections {
             let code = rejection.reason.code();
@@ -182,9 +192,11 @@ impl RawSink {
                 .value
                 .len()
                 .min(self.config.rejected_payload_max_bytes);
+            self.buffer.bytes +=
+                std::mem::size_of::<RejectRow>() + keep + rejection.detail.len() + topic.len();
             self.buffer
                 .rejects
-                .entry(received_at.date_naive())
+                .entry(hour_of(received_at))
                 .or_default()
                 .push(RejectRow {
                     received_at: received_at.timestamp_micros(),
@@ -198,7 +210,6 @@ impl RawSink {
                     payload: record.value.slice(..keep),
                     payload_bytes: record.value.len() as u64,
                 });
-            self.buffer.rows += 1;
         }
     }
 
@@ -218,7 +229,7 @@ impl RawSink {
                 Table::RawReadings => {
                     metrics::counter!(READINGS_WRITTEN, "zone" => file.table.zone())
                 }
-                Table::RejectedReadings => metrics::counter!(REJECTS_WRITTEN),
+                _ => metrics::counter!(REJECTS_WRITTEN),
             };
             counter.increment(file.rows as u64);
             debug!(path = %file.path, rows = file.rows, "lake file written");
@@ -237,26 +248,41 @@ impl RawSink {
     fn encode(&mut self) -> Result<Vec<PendingFile>> {
         let buffer = std::mem::take(&mut self.buffer);
         let mut files = Vec::new();
-        for (date, rows) in buffer.readings {
-            let batch = raw_readings_batch(&rows.readings, rows.received_at)?;
+        let at = |hour: i64| DateTime::from_timestamp_micros(hour).unwrap_or_default();
+        for (hour, rows) in buffer.readings {
+            let (readings, received_at) = sorted_by_meter_and_time(rows.readings, rows.received_at);
+            let batch = raw_readings_batch(&readings, received_at)?;
             files.push(PendingFile {
                 table: Table::RawReadings,
-                path: Table::RawReadings.new_file(date),
-                bytes: encode_parquet(&batch)?,
-                rows: rows.readings.len(),
+                path: Table::RawReadings.new_file(at(hour)),
+                bytes: encode_parquet(&batch, Table::RawReadings)?,
+                rows: readings.len(),
             });
         }
-        for (date, rows) in buffer.rejects {
+        for (hour, rows) in buffer.rejects {
             let batch = rejects_batch(&rows)?;
             files.push(PendingFile {
                 table: Table::RejectedReadings,
-                path: Table::RejectedReadings.new_file(date),
-                bytes: encode_parquet(&batch)?,
+                path: Table::RejectedReadings.new_file(at(hour)),
+                bytes: encode_parquet(&batch, Table::RejectedReadings)?,
                 rows: rows.len(),
             });
         }
         Ok(files)
     }
+}
+
+/// Readings and their receive times, sorted by meter, time and receive time: row-group and
+/// page statistics then prune by meter.
+pub fn sorted_by_meter_and_time(
+    readings: Vec<Reading>,
+    received_at: Vec<i64>,
+) -> (Vec<Reading>, Vec<i64>) {
+    let mut rows: Vec<(Reading, i64)> = readings.into_iter().zip(received_at).collect();
+    rows.sort_by(|(a, ra), (b, rb)| {
+        (a.meter_id.as_str(), a.ts, ra).cmp(&(b.meter_id.as_str(), b.ts, rb))
+    });
+    rows.into_iter().unzip()
 }
 
 fn rejects_batch(rows: &[RejectRow]) -> Result<RecordBatch> {

@@ -34,7 +34,7 @@ fn bus(dir: &std::path::Path) -> EmbeddedBus {
 }
 
 async fn query(lake: &Lake, sql: &str) -> Vec<RecordBatch> {
-    lake.plan(sql)
+    lake.plan(sql, None)
         .await
         .expect("plans")
         .collect()
@@ -79,7 +79,7 @@ async fn good_readings_and_rejects_land_in_their_tables_after_drain() {
     shutdown.cancel();
     sink.run(shutdown).await.expect("sink run");
 
-    let lake = Lake::new(store.clone()).expect("lake");
+    let lake = Lake::new(store.clone(), Default::default()).expect("lake");
     let batches = query(
         &lake,
         "SELECT meter_id, import_wh, date FROM raw_readings ORDER BY ts",
@@ -158,7 +158,7 @@ async fn oversized_payloads_are_kept_cut_to_the_limit() {
     let shutdown = CancellationToken::new();
     shutdown.cancel();
     sink.run(shutdown).await.expect("run");
-    let lake = Lake::new(store).expect("lake");
+    let lake = Lake::new(store, Default::default()).expect("lake");
     let batches = query(
         &lake,
         "SELECT reason, payload, payload_bytes FROM rejected_readings",
