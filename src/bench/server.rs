@@ -29,6 +29,10 @@ impl Server {
             .arg(data_dir)
             .env("METERSTACK__MQTT__LISTEN", "127.0.0.1:0")
             .env("METERSTACK__HTTP__LISTEN", "127.0.0.1:0")
+            // The SQL set runs over backfilled history: no retention, and no compaction
+            // rewriting the raw files under the queries being timed.
+            .env("METERSTACK__LAKE__ETL__RETENTION__RAW_DAYS", "0")
+            .env("METERSTACK__LAKE__ETL__COMPACT_AFTER", "36500d")
             .env("RUST_LOG", "warn,rumqttd=off")
             .stdout(Stdio::piped())
             .kill_on_drop(true);
