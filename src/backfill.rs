@@ -14,8 +14,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use meterstack_lake::paths::Table;
-use meterstack_lake::sink::raw::{raw_readings_batch, sorted_by_meter_and_time};
-use meterstack_lake::sink::{encode_parquet, put};
+use meterstack_lake::sink::put;
+use meterstack_lake::sink::raw::{encode_raw_readings, hour_of};
 use meterstack_sim::load::{TickContext, Weather};
 use meterstack_sim::offline::{Offline, Received};
 use meterstack_sim::{Label, SimConfig, build_fleet};
@@ -156,10 +156,8 @@ pub(crate) async fn write(
     })
 }
 
-/// One Parquet file per reading hour (the raw zone's partitions), rows sorted by meter and
-/// time, as the raw sink writes them.
+/// One Parquet file per reading hour (the raw zone's partitions), as the raw sink writes them.
 fn encode(rows: Vec<Received>) -> anyhow::Result<Vec<File>> {
-    let hour_of = |t: DateTime<Utc>| t.timestamp().div_euclid(3600) * 3600;
     let mut by_hour: BTreeMap<i64, (Vec<_>, Vec<i64>)> = BTreeMap::new();
     for (reading, received) in rows {
         let slot = by_hour.entry(hour_of(reading.ts)).or_default();
@@ -169,11 +167,9 @@ fn encode(rows: Vec<Received>) -> anyhow::Result<Vec<File>> {
     by_hour
         .into_iter()
         .map(|(hour, (readings, received))| {
-            let (readings, received) = sorted_by_meter_and_time(readings, received);
-            let batch = raw_readings_batch(&readings, received)?;
             Ok(File {
-                hour: DateTime::from_timestamp(hour, 0).unwrap_or_default(),
-                bytes: encode_parquet(&batch, Table::RawReadings)?,
+                hour: DateTime::from_timestamp_micros(hour).unwrap_or_default(),
+                bytes: encode_raw_readings(readings, received)?,
             })
         })
         .collect()

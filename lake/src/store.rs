@@ -189,7 +189,7 @@ fn write_durably(dest: &Path, payload: &PutPayload) -> object_store::Result<()> 
     // `name#<digits>` is how LocalFileSystem names staging files: never listed.
     let staging = {
         let mut s = dest.as_os_str().to_owned();
-        s.push(format!("#{}", rand_suffix()));
+        s.push(format!("#{}", uuid::Uuid::now_v7().as_u128()));
         PathBuf::from(s)
     };
     let result = (|| {
@@ -217,15 +217,6 @@ fn sync_dir(dir: &Path) -> object_store::Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_error(dir, e))
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ (u64::from(std::process::id()) << 40) ^ NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 #[async_trait]

@@ -148,9 +148,7 @@ async fn respond(
             "this process does not run the api role",
         ));
     };
-    let gauge = metrics::gauge!(QUERIES_RUNNING);
-    gauge.increment(1.0);
-    let _running = scopeguard(move || gauge.decrement(1.0));
+    let _running = Running::start();
     let mut result = lake
         .query(sql, params, format)
         .await
@@ -192,17 +190,21 @@ async fn respond(
         .into_response())
 }
 
-/// Runs a closure when dropped.
-fn scopeguard(f: impl FnOnce() + Send + 'static) -> impl Drop + Send {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
+/// Counts a query in `meterstack_queries_running` while it lives.
+struct Running(metrics::Gauge);
+
+impl Running {
+    fn start() -> Self {
+        let gauge = metrics::gauge!(QUERIES_RUNNING);
+        gauge.increment(1.0);
+        Self(gauge)
     }
-    Guard(Some(f))
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// Sorts a lake error into the caller's fault or ours.

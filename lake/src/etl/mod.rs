@@ -49,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::paths::Table;
-use crate::sink::raw::{raw_readings_batch, sorted_by_meter_and_time};
+use crate::sink::raw::encode_raw_readings;
 use crate::sink::{encode_parquet, put};
 use crate::{Error, Result};
 
@@ -461,16 +461,14 @@ impl Etl {
             if readable.len() < 2 {
                 continue;
             }
-            let batch = match table {
+            let bytes = match table {
                 Table::RawReadings => {
                     let mut rows = Vec::new();
                     for b in &batches {
                         rows.extend(raw_rows(b)?);
                     }
-                    let rows = drop_redeliveries(rows);
-                    let (readings, received): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
-                    let (readings, received) = sorted_by_meter_and_time(readings, received);
-                    raw_readings_batch(&readings, received)?
+                    let (readings, received) = drop_redeliveries(rows).into_iter().unzip();
+                    encode_raw_readings(readings, received)?
                 }
                 _ => {
                     let all = arrow::compute::concat_batches(&table.schema(), &batches)?;
@@ -480,12 +478,12 @@ impl Etl {
                         .iter()
                         .map(|c| arrow::compute::take(c, &order, None))
                         .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
-                    RecordBatch::try_new(table.schema(), columns)?
+                    encode_parquet(&RecordBatch::try_new(table.schema(), columns)?, table)?
                 }
             };
             let at = DateTime::from_timestamp_micros(hour_end - 1).unwrap_or_default();
             let path = table.new_file(at);
-            put(&self.store, &path, encode_parquet(&batch, table)?).await?;
+            put(&self.store, &path, bytes).await?;
             // Bookmarked before the originals go: a stop in between costs one restatement.
             if table == Table::RawReadings {
                 bookmark.files.insert(path.to_string());

@@ -10,8 +10,8 @@ use meterstack_core::reading::{MeterId, Reading};
 use meterstack_lake::etl::{EtlConfig, EtlReport};
 use meterstack_lake::paths::Table;
 use meterstack_lake::query::{Format, Lake, QueryConfig};
-use meterstack_lake::sink::raw::raw_readings_batch;
-use meterstack_lake::sink::{encode_parquet, put};
+use meterstack_lake::sink::put;
+use meterstack_lake::sink::raw::encode_raw_readings;
 use meterstack_lake::store::{S3Config, StoreConfig};
 use meterstack_pipeline::{PipelineConfig, Registry};
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -33,7 +33,7 @@ pub(crate) fn stores(dir: &std::path::Path) -> Vec<(&'static str, Arc<dyn Object
 /// A store on a fresh bucket of the S3-compatible test server, if one is configured.
 pub(crate) fn s3_store() -> Option<Arc<dyn ObjectStore>> {
     let endpoint = std::env::var("METERSTACK_TEST_S3").ok()?;
-    let bucket = format!("t{}", uuid_like());
+    let bucket = format!("t{}", uuid::Uuid::now_v7().simple());
     // The test server takes unsigned bucket creation.
     ureq::put(&format!("{endpoint}/{bucket}"))
         .send_empty()
@@ -49,21 +49,6 @@ pub(crate) fn s3_store() -> Option<Arc<dyn ObjectStore>> {
         allow_http: true,
     });
     Some(config.build(std::path::Path::new(".")).expect("s3 store"))
-}
-
-fn uuid_like() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos();
-    format!(
-        "{:x}{}{}",
-        nanos,
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 pub(crate) fn at(s: &str) -> DateTime<Utc> {
@@ -114,16 +99,10 @@ pub(crate) async fn write_raw(
     }
     for (hour, rows) in by_hour {
         let received_at = vec![received.timestamp_micros(); rows.len()];
-        let batch = raw_readings_batch(&rows, received_at).expect("batch");
         let path =
             Table::RawReadings.new_file(DateTime::from_timestamp(hour * 3600, 0).expect("hour"));
-        put(
-            store,
-            &path,
-            encode_parquet(&batch, Table::RawReadings).expect("parquet"),
-        )
-        .await
-        .expect("put");
+        let bytes = encode_raw_readings(rows, received_at).expect("parquet");
+        put(store, &path, bytes).await.expect("put");
     }
 }
 

@@ -92,7 +92,8 @@ struct Buffer {
 
 const HOUR_US: i64 = 3_600_000_000;
 
-fn hour_of(t: DateTime<Utc>) -> i64 {
+/// The start (µs) of the hour partition `t` falls in.
+pub fn hour_of(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros().div_euclid(HOUR_US) * HOUR_US
 }
 
@@ -250,13 +251,12 @@ impl RawSink {
         let mut files = Vec::new();
         let at = |hour: i64| DateTime::from_timestamp_micros(hour).unwrap_or_default();
         for (hour, rows) in buffer.readings {
-            let (readings, received_at) = sorted_by_meter_and_time(rows.readings, rows.received_at);
-            let batch = raw_readings_batch(&readings, received_at)?;
+            let n = rows.readings.len();
             files.push(PendingFile {
                 table: Table::RawReadings,
                 path: Table::RawReadings.new_file(at(hour)),
-                bytes: encode_parquet(&batch, Table::RawReadings)?,
-                rows: readings.len(),
+                bytes: encode_raw_readings(rows.readings, rows.received_at)?,
+                rows: n,
             });
         }
         for (hour, rows) in buffer.rejects {
@@ -272,17 +272,17 @@ impl RawSink {
     }
 }
 
-/// Readings and their receive times, sorted by meter, time and receive time: row-group and
-/// page statistics then prune by meter.
-pub fn sorted_by_meter_and_time(
-    readings: Vec<Reading>,
-    received_at: Vec<i64>,
-) -> (Vec<Reading>, Vec<i64>) {
+/// One raw-zone Parquet file of `readings` received at `received_at` (µs), rows sorted by
+/// meter, time and receive time so that row-group and page statistics prune by meter. The
+/// sink, compaction and `meterstack backfill` all write raw files through this.
+pub fn encode_raw_readings(readings: Vec<Reading>, received_at: Vec<i64>) -> Result<Bytes> {
     let mut rows: Vec<(Reading, i64)> = readings.into_iter().zip(received_at).collect();
     rows.sort_by(|(a, ra), (b, rb)| {
         (a.meter_id.as_str(), a.ts, ra).cmp(&(b.meter_id.as_str(), b.ts, rb))
     });
-    rows.into_iter().unzip()
+    let (readings, received_at): (Vec<Reading>, Vec<i64>) = rows.into_iter().unzip();
+    let batch = raw_readings_batch(&readings, received_at)?;
+    encode_parquet(&batch, Table::RawReadings)
 }
 
 fn rejects_batch(rows: &[RejectRow]) -> Result<RecordBatch> {
