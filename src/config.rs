@@ -152,6 +152,14 @@ impl Config {
             .validate()
             .and_then(|()| config.lake.etl.validate())
             .and_then(|()| config.http.query.validate())
+            .and_then(|()| {
+                if config.lake.etl.delete_grace < config.http.query.timeout {
+                    // A query could otherwise lose a file it listed.
+                    Err("lake.etl.delete_grace must be at least http.query.timeout".to_owned())
+                } else {
+                    Ok(())
+                }
+            })
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         Ok(config)
     }

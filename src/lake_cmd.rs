@@ -70,7 +70,7 @@ pub(crate) async fn etl(args: EtlArgs, config: &Config) -> anyhow::Result<()> {
     } else {
         writeln!(
             out,
-            "{} new raw files; {} dates restated; {} readings read, {} duplicates dropped; rows written: readings {}, readings_hourly {}, readings_daily {}; {} files compacted; {} partitions expired; {} unreadable files; {:.1} s",
+            "{} new raw files; {} dates restated; {} readings read, {} duplicates dropped; rows written: readings {}, readings_hourly {}, readings_daily {}; {} files compacted; {} partitions expired; {} retired files deleted; {} unreadable files; {:.1} s",
             report.new_files,
             report.dates_restated.len(),
             report.readings_read,
@@ -80,6 +80,7 @@ pub(crate) async fn etl(args: EtlArgs, config: &Config) -> anyhow::Result<()> {
             report.rows_written[2],
             report.files_compacted,
             report.partitions_expired,
+            report.files_deleted,
             report.unreadable_files,
             report.seconds
         )?;

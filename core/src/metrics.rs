@@ -97,8 +97,10 @@ pub const ETL_DUPLICATES: &str = "meterstack_etl_duplicates_total";
 pub const ETL_PARTITIONS_WRITTEN: &str = "meterstack_etl_partitions_written_total";
 /// Raw files merged by compaction, by `table`.
 pub const ETL_FILES_COMPACTED: &str = "meterstack_etl_files_compacted_total";
-/// Partitions deleted by retention, by `table`.
+/// Partitions retired by retention, by `table`.
 pub const ETL_PARTITIONS_EXPIRED: &str = "meterstack_etl_partitions_expired_total";
+/// Retired files (merged by compaction, expired by retention) deleted after their grace.
+pub const ETL_FILES_DELETED: &str = "meterstack_etl_files_deleted_total";
 /// Raw files the ETL could not read (damaged), skipped and left in place.
 pub const ETL_UNREADABLE_FILES: &str = "meterstack_etl_unreadable_files_total";
 /// SQL queries running now (gauge).

@@ -50,6 +50,10 @@ pub enum Error {
     /// Query parameters are malformed.
     #[error("{0}")]
     Params(String),
+    /// A file the query listed was deleted or replaced before it was read (compaction,
+    /// retention or a restatement ran meanwhile); running the query again sees the new files.
+    #[error("the lake changed while the query ran ({0}); run it again")]
+    Changed(String),
     /// Stored state (a bookmark, a file's columns) is not what it must be.
     #[error("{0}")]
     State(String),

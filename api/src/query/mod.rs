@@ -11,7 +11,8 @@
 //! `body_too_large`, 400 `invalid_query` (syntax, unknown table or column, a statement that is
 //! not a read-only query, a type error, a bad parameter), 400 `result_too_large`, 504
 //! `query_timeout`, 503 `resources_exhausted` (the per-query memory limit), 503 `busy` (no
-//! query slot within the timeout), 500 `query_failed` (the server's fault; details in its
+//! query slot within the timeout), 503 `lake_changed` (a file the query listed was replaced
+//! or deleted meanwhile; run it again), 500 `query_failed` (the server's fault; details in its
 //! log). A result that fails after its first MiB was sent is cut off: the response ends
 //! without its final chunk, which every HTTP client reports as an error.
 
@@ -215,6 +216,11 @@ fn classify(e: &meterstack_lake::Error) -> ApiError {
         E::Timeout(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "query_timeout", e.to_string()),
         E::TooLarge(_) => ApiError::new(StatusCode::BAD_REQUEST, "result_too_large", e.to_string()),
         E::Busy(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
+        E::Changed(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "lake_changed",
+            e.to_string(),
+        ),
         E::Params(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string()),
         other => internal(other),
     }

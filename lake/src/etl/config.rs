@@ -13,6 +13,10 @@ pub struct EtlConfig {
     /// (later arrivals into it are compacted again on a later run).
     #[serde(with = "meterstack_core::duration")]
     pub compact_after: Duration,
+    /// Files that compaction merged or retention expired are deleted only this long after,
+    /// so a query that listed them before still reads them; at least `http.query.timeout`.
+    #[serde(with = "meterstack_core::duration")]
+    pub delete_grace: Duration,
     /// How long each zone and table is kept.
     pub retention: RetentionConfig,
 }
@@ -22,6 +26,7 @@ impl Default for EtlConfig {
         Self {
             schedule: Duration::from_secs(300),
             compact_after: Duration::from_secs(2 * 3600),
+            delete_grace: Duration::from_secs(600),
             retention: RetentionConfig::default(),
         }
     }

@@ -1,7 +1,7 @@
 //! The ETL from the raw to the trusted zone (the Glue of meterstack).
 //!
 //! A run:
-//! 1. **Retention**: deletes partitions older than each table's retention.
+//! 1. **Retention**: retires partitions older than each table's retention (see 6).
 //! 2. **Bookmark**: lists the raw zone and compares it with `state/etl/bookmark.json` (the raw
 //!    objects already processed, like Glue job bookmarks). A new object restates the date of
 //!    its readings, plus the day before when it holds the first hour (its first interval
@@ -20,7 +20,13 @@
 //! 5. **Compaction**: raw hour partitions whose hour ended `compact_after` ago and hold
 //!    several files are merged into one sorted file; exact redeliveries (same meter, time,
 //!    receive time and register) are dropped. The merged file is bookmarked before the
-//!    originals are deleted, so a stop in between only causes one redundant restatement.
+//!    originals are retired, so a stop in between only causes one redundant restatement.
+//! 6. **Deferred deletes**: files compaction merged or retention expired are *retired*:
+//!    recorded in the bookmark with a time `delete_grace` later, left out of every later
+//!    run, and deleted by the first run after that time. A query that listed them before
+//!    (queries take at most `http.query.timeout`, which `delete_grace` is at least) still
+//!    reads them. Meanwhile `raw_readings` shows a compacted hour twice — the raw zone is
+//!    at-least-once anyway; the trusted zone is never affected.
 
 mod config;
 
@@ -74,8 +80,10 @@ pub struct EtlReport {
     pub rows_written: [u64; 3],
     /// Raw files merged by compaction.
     pub files_compacted: usize,
-    /// Partitions deleted by retention.
+    /// Partitions retired by retention.
     pub partitions_expired: usize,
+    /// Retired files deleted now that their grace passed.
+    pub files_deleted: usize,
     /// Raw files that could not be decoded (skipped, left in place, logged).
     pub unreadable_files: usize,
     /// Wall time of the run, seconds.
@@ -98,6 +106,9 @@ struct Bookmark {
     version: u32,
     /// Raw objects processed (paths).
     files: BTreeSet<String>,
+    /// Files merged or expired, with the time (Unix seconds) from which they may be deleted.
+    #[serde(default)]
+    retired: BTreeMap<String, i64>,
 }
 
 /// The ETL, ready to run.
@@ -187,9 +198,10 @@ impl Etl {
         let mut report = EtlReport::default();
         let mut bookmark = self.load_bookmark().await?;
 
-        report.partitions_expired = self.expire(now.date_naive(), &mut bookmark).await?;
+        report.files_deleted = self.delete_due(now, &mut bookmark).await?;
+        report.partitions_expired = self.expire(now, &mut bookmark).await?;
 
-        let raw = self.list(Table::RawReadings).await?;
+        let raw = self.list(Table::RawReadings, &bookmark).await?;
         let dates_with_data: BTreeSet<NaiveDate> = raw.keys().map(|(d, _)| *d).collect();
         let mut restate = BTreeSet::new();
         for ((date, _), files) in &raw {
@@ -239,7 +251,7 @@ impl Etl {
             let partitions = if table == Table::RawReadings {
                 raw.clone()
             } else {
-                self.list(table).await?
+                self.list(table, &bookmark).await?
             };
             report.files_compacted += self.compact(table, &partitions, now, &mut bookmark).await?;
         }
@@ -270,13 +282,20 @@ impl Etl {
         put(&self.store, &Path::from(BOOKMARK), bytes.into()).await
     }
 
-    /// Parquet objects of `table`, by (date, hour) partition; trusted tables use hour 0.
-    async fn list(&self, table: Table) -> Result<BTreeMap<(NaiveDate, u32), Vec<ObjectMeta>>> {
+    /// Parquet objects of `table` that are not retired, by (date, hour) partition; trusted
+    /// tables use hour 0.
+    async fn list(
+        &self,
+        table: Table,
+        bookmark: &Bookmark,
+    ) -> Result<BTreeMap<(NaiveDate, u32), Vec<ObjectMeta>>> {
         let prefix = table.prefix();
         let objects: Vec<ObjectMeta> = self.store.list(Some(&prefix)).try_collect().await?;
         let mut out: BTreeMap<(NaiveDate, u32), Vec<ObjectMeta>> = BTreeMap::new();
         for o in objects {
-            if !o.location.as_ref().ends_with(".parquet") {
+            if !o.location.as_ref().ends_with(".parquet")
+                || bookmark.retired.contains_key(o.location.as_ref())
+            {
                 continue;
             }
             if let Some((date, hour)) = Table::partition_of(&o.location) {
@@ -289,8 +308,9 @@ impl Etl {
         Ok(out)
     }
 
-    /// Deletes partitions past retention; returns how many.
-    async fn expire(&self, today: NaiveDate, bookmark: &mut Bookmark) -> Result<usize> {
+    /// Retires partitions past retention; returns how many.
+    async fn expire(&self, now: DateTime<Utc>, bookmark: &mut Bookmark) -> Result<usize> {
+        let today = now.date_naive();
         let r = &self.config.retention;
         let mut expired = 0;
         for table in Table::ALL {
@@ -305,7 +325,7 @@ impl Etl {
             let Some(cutoff) = today.checked_sub_days(Days::new(u64::from(days))) else {
                 continue;
             };
-            let partitions = self.list(table).await?;
+            let partitions = self.list(table, bookmark).await?;
             let old: Vec<Path> = partitions
                 .iter()
                 .filter(|((date, _), _)| *date < cutoff)
@@ -319,23 +339,50 @@ impl Etl {
                 .filter(|(d, _)| *d < cutoff)
                 .map(|(d, _)| *d)
                 .collect();
-            self.delete(&old).await?;
-            for p in &old {
-                bookmark.files.remove(p.as_ref());
-            }
+            self.retire(&old, now, bookmark);
             metrics::counter!(m::ETL_PARTITIONS_EXPIRED, "table" => table.name())
                 .increment(dates.len() as u64);
-            info!(table = table.name(), partitions = dates.len(), before = %cutoff, "retention: partitions deleted");
+            info!(table = table.name(), partitions = dates.len(), before = %cutoff, "retention: partitions retired");
             expired += dates.len();
         }
         Ok(expired)
     }
 
-    async fn delete(&self, paths: &[Path]) -> Result<()> {
-        let owned: Vec<Path> = paths.to_vec();
-        let stream = futures::stream::iter(owned).map(Ok).boxed();
-        let _: Vec<Path> = self.store.delete_stream(stream).try_collect().await?;
-        Ok(())
+    /// Marks `paths` for deletion `delete_grace` after `now`.
+    fn retire(&self, paths: &[Path], now: DateTime<Utc>, bookmark: &mut Bookmark) {
+        let due = now.timestamp() + self.config.delete_grace.as_secs() as i64;
+        for p in paths {
+            bookmark.retired.entry(p.to_string()).or_insert(due);
+        }
+    }
+
+    /// Deletes the retired files whose grace has passed; returns how many.
+    async fn delete_due(&self, now: DateTime<Utc>, bookmark: &mut Bookmark) -> Result<usize> {
+        let due: Vec<Path> = bookmark
+            .retired
+            .iter()
+            .filter(|(_, at)| **at <= now.timestamp())
+            .map(|(p, _)| Path::from(p.as_str()))
+            .collect();
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let stream = futures::stream::iter(due.clone()).map(Ok).boxed();
+        let results: Vec<object_store::Result<Path>> =
+            self.store.delete_stream(stream).collect().await;
+        for r in results {
+            match r {
+                // Deleted by a run that stopped before saving its bookmark.
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for p in &due {
+            bookmark.retired.remove(p.as_ref());
+            bookmark.files.remove(p.as_ref());
+        }
+        metrics::counter!(m::ETL_FILES_DELETED).increment(due.len() as u64);
+        Ok(due.len())
     }
 
     /// Reads every raw reading of `date`.
@@ -484,15 +531,13 @@ impl Etl {
             let at = DateTime::from_timestamp_micros(hour_end - 1).unwrap_or_default();
             let path = table.new_file(at);
             put(&self.store, &path, bytes).await?;
-            // Bookmarked before the originals go: a stop in between costs one restatement.
+            // Bookmarked with the originals retired: a stop before the save costs one
+            // restatement (and leaves the hour to merge again).
             if table == Table::RawReadings {
                 bookmark.files.insert(path.to_string());
-                for p in &readable {
-                    bookmark.files.remove(p.as_ref());
-                }
-                self.save_bookmark(bookmark).await?;
             }
-            self.delete(&readable).await?;
+            self.retire(&readable, now, bookmark);
+            self.save_bookmark(bookmark).await?;
             metrics::counter!(m::ETL_FILES_COMPACTED, "table" => table.name())
                 .increment(readable.len() as u64);
             merged += readable.len();

@@ -19,6 +19,7 @@
 
 pub mod format;
 pub mod meters;
+mod snapshot;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -193,7 +195,7 @@ impl Lake {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         ctx.add_optimizer_rule(Arc::new(crate::utc::UtcArithmetic));
         let base = Url::parse(LAKE_URL).map_err(|e| Error::Config(e.to_string()))?;
-        ctx.register_object_store(&base, self.store.clone());
+        ctx.register_object_store(&base, Arc::new(snapshot::Snapshot::new(self.store.clone())));
         for table in Table::ALL {
             let url = ListingTableUrl::parse(format!("{LAKE_URL}/{}/", table.prefix()))?;
             let partitions = table
@@ -245,19 +247,36 @@ impl Lake {
                 Ok(Err(_)) => return Err(Error::State("query slots closed".into())),
                 Err(_) => return Err(Error::Busy(self.config.max_concurrent)),
             };
-        let frame = tokio::time::timeout_at(deadline, self.plan(sql, params))
-            .await
-            .map_err(|_| timeout())??;
-        let schema = Arc::new(frame.schema().as_arrow().clone());
-        Ok(ResultStream {
-            encoder: Some(Encoder::new(format, schema)?),
-            batches: execute_apart(frame)?,
-            _slot: permit,
-            deadline,
-            rows: 0,
-            bytes: 0,
-            config: self.config.clone(),
-        })
+        // A query whose files changed under it before its first batch (see [`snapshot`]) runs
+        // once more on a fresh listing; the caller sees nothing of it.
+        let mut retried = false;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.plan(sql, params.clone()))
+                .await
+                .map_err(|_| timeout())??;
+            let schema = Arc::new(frame.schema().as_arrow().clone());
+            let mut batches = execute_apart(frame)?;
+            let first = tokio::time::timeout_at(deadline, batches.recv())
+                .await
+                .map_err(|_| timeout())?;
+            if let Some(Err(e @ Error::Changed(_))) = &first
+                && !retried
+            {
+                tracing::info!(error = %e, "the lake changed under a query; running it again");
+                retried = true;
+                continue;
+            }
+            return Ok(ResultStream {
+                encoder: Some(Encoder::new(format, schema)?),
+                first: Some(first),
+                batches,
+                _slot: permit,
+                deadline,
+                rows: 0,
+                bytes: 0,
+                config: self.config.clone(),
+            });
+        }
     }
 }
 
@@ -289,12 +308,12 @@ fn execute_apart(frame: DataFrame) -> Result<mpsc::Receiver<Result<RecordBatch>>
                 let mut stream: SendableRecordBatchStream = match frame.execute_stream().await {
                     Ok(s) => s,
                     Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
+                        let _ = tx.send(Err(engine_error(e))).await;
                         return;
                     }
                 };
                 while let Some(batch) = stream.next().await {
-                    if tx.send(batch.map_err(Error::from)).await.is_err() {
+                    if tx.send(batch.map_err(engine_error)).await.is_err() {
                         return;
                     }
                 }
@@ -304,8 +323,34 @@ fn execute_apart(frame: DataFrame) -> Result<mpsc::Receiver<Result<RecordBatch>>
     Ok(rx)
 }
 
+/// An error of a running query, with a file that was listed and then deleted or replaced
+/// (compaction, retention, restatement; see [`snapshot`]) told apart as [`Error::Changed`]:
+/// a retry succeeds.
+pub fn engine_error(e: DataFusionError) -> Error {
+    fn changed(e: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(e);
+        while let Some(e) = next {
+            if let Some(
+                object_store::Error::NotFound { .. } | object_store::Error::Precondition { .. },
+            ) = e.downcast_ref()
+            {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
+    if changed(&e) {
+        Error::Changed(e.to_string())
+    } else {
+        Error::Query(e)
+    }
+}
+
 /// A running query's result, encoded chunk by chunk.
 pub struct ResultStream {
+    /// The first batch (or the end, or an error), received before the stream was returned.
+    first: Option<Option<Result<RecordBatch>>>,
     batches: mpsc::Receiver<Result<RecordBatch>>,
     encoder: Option<Encoder>,
     deadline: Instant,
@@ -343,11 +388,14 @@ impl ResultStream {
             let Some(encoder) = self.encoder.as_mut() else {
                 return Ok(None);
             };
-            let next = tokio::time::timeout_at(self.deadline, self.batches.recv())
-                .await
-                .map_err(|_| {
-                    Error::Timeout(meterstack_core::duration::format(self.config.timeout))
-                })?;
+            let next = match self.first.take() {
+                Some(first) => first,
+                None => tokio::time::timeout_at(self.deadline, self.batches.recv())
+                    .await
+                    .map_err(|_| {
+                        Error::Timeout(meterstack_core::duration::format(self.config.timeout))
+                    })?,
+            };
             let bytes = match next {
                 None => {
                     let encoder = self

@@ -351,10 +351,28 @@ async fn compaction_merges_closed_hours_and_retention_drops_old_partitions() {
         let trusted = objects(&store, "trusted/readings/date=2026-11-23").await;
         assert!(!trusted.is_empty());
 
-        // Now: raw October is past its 30 days, November's hours are closed.
+        // Now: raw October is past its 30 days, November's hours are closed. Merged and
+        // expired files are retired, and deleted by the first run after their grace.
         let report = etl(&store, &config, at(NOW)).await;
         assert!(report.partitions_expired >= 1, "{name}: {report:?}");
         assert_eq!(report.files_compacted, 97, "{name}: {report:?}");
+        assert_eq!(report.files_deleted, 0, "{name}: {report:?}");
+        assert_eq!(
+            objects(&store, "raw/readings/date=2026-11-23").await.len(),
+            97 + 24,
+            "{name}: originals stay for the grace"
+        );
+        let later = at(NOW) + config.delete_grace;
+        let report = etl(&store, &config, later).await;
+        assert_eq!(
+            (
+                report.files_deleted,
+                report.new_files,
+                report.files_compacted
+            ),
+            (97 + old.len().div_ceil(4), 0, 0),
+            "{name}: {report:?}"
+        );
         assert_eq!(
             objects(&store, "raw/readings/date=2026-11-23").await.len(),
             24,
@@ -387,11 +405,122 @@ async fn compaction_merges_closed_hours_and_retention_drops_old_partitions() {
             "{name}: compaction changed trusted data"
         );
         // Compacted files are bookmarked: the next run has nothing to do.
-        let report = etl(&store, &config, at(NOW)).await;
+        let report = etl(&store, &config, later).await;
         assert_eq!(
             (report.new_files, report.dates_restated.len()),
             (0, 0),
             "{name}: {report:?}"
+        );
+    }
+}
+
+/// A query plans (lists its files) before compaction, retention and a restatement run, and
+/// executes after: merged and expired files are still there within their grace, and a
+/// deleted file or a trusted partition replaced in place fails as the retryable `Changed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_listed_before_compaction_and_retention_still_read_their_files() {
+    use datafusion::physical_plan::collect;
+
+    async fn stale(
+        store: &Arc<dyn ObjectStore>,
+        sql: &str,
+    ) -> (
+        Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        Arc<datafusion::execution::TaskContext>,
+    ) {
+        let lake = Lake::new(store.clone(), QueryConfig::default()).expect("lake");
+        let frame = lake.plan(sql, None).await.expect("plans");
+        let task = Arc::new(frame.task_ctx());
+        (frame.create_physical_plan().await.expect("lists"), task)
+    }
+    fn count(batches: &[arrow::record_batch::RecordBatch]) -> i64 {
+        let column = batches[0].column(0);
+        column
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .expect("count")
+            .value(0)
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, store) in stores(dir.path()) {
+        let day = series(
+            "m-1",
+            at("2026-11-23T10:00:00Z"),
+            at("2026-11-23T10:45:00Z"),
+            100.0,
+        );
+        for r in &day {
+            write_raw(&store, std::slice::from_ref(r), at("2026-11-23T11:00:00Z")).await;
+        }
+        write_raw(
+            &store,
+            &series(
+                "m-1",
+                at("2026-10-01T00:00:00Z"),
+                at("2026-10-01T00:45:00Z"),
+                100.0,
+            ),
+            at("2026-10-01T01:00:00Z"),
+        )
+        .await;
+        let config = EtlConfig::default();
+        etl(&store, &config, at("2026-10-01T02:00:00Z")).await;
+
+        // Sums read the files (a bare count(*) comes from the statistics of planning).
+        let raw = "SELECT count(*) AS n, sum(import_wh) AS s FROM raw_readings";
+        let (plan, task) = stale(&store, raw).await;
+        let report = etl(&store, &config, at(NOW)).await;
+        assert_eq!(
+            (report.files_compacted, report.partitions_expired),
+            (4, 1),
+            "{name}: {report:?}"
+        );
+        let batches = collect(plan, task)
+            .await
+            .expect("the listed files are still there");
+        assert_eq!(count(&batches), 8, "{name}: what was listed");
+
+        // After the grace, a query listed before the deletion fails as `Changed`.
+        let (plan, task) = stale(&store, raw).await;
+        let report = etl(&store, &config, at(NOW) + config.delete_grace).await;
+        assert_eq!(report.files_deleted, 5, "{name}: {report:?}");
+        let e = collect(plan, task).await.expect_err("files are gone");
+        let e = meterstack_lake::query::engine_error(e);
+        assert!(
+            matches!(e, meterstack_lake::Error::Changed(_)),
+            "{name}: {e:?}"
+        );
+        assert_eq!(
+            rows(&store, raw).await[0]["n"],
+            4,
+            "{name}: a fresh query sees the merged hour once"
+        );
+
+        // A trusted partition replaced in place under a listed query.
+        let daily =
+            "SELECT count(*) AS n, sum(energy_wh) AS s FROM readings WHERE date = '2026-11-23'";
+        let before = rows(&store, daily).await;
+        let (plan, task) = stale(&store, daily).await;
+        let late = series(
+            "m-1",
+            at("2026-11-23T11:00:00Z"),
+            at("2026-11-23T23:45:00Z"),
+            100.0,
+        );
+        write_raw(&store, &late, at("2026-11-24T00:00:00Z")).await;
+        etl(&store, &config, at(NOW) + config.delete_grace).await;
+        let after = rows(&store, daily).await;
+        assert_ne!(before, after, "{name}: the late readings restate the date");
+        // Reads are pinned to the listed version: the query fails as `Changed`, never reads
+        // the listed size of the old version from the bytes of the new.
+        let e = collect(plan, task)
+            .await
+            .expect_err("the partition was replaced");
+        let e = meterstack_lake::query::engine_error(e);
+        assert!(
+            matches!(e, meterstack_lake::Error::Changed(_)),
+            "{name}: {e:?}"
         );
     }
 }

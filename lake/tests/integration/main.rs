@@ -6,6 +6,8 @@
 
 mod etl;
 
+use etl::at;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +72,12 @@ async fn fixture_lake(dir: &Path) -> Lake {
     sink_and_etl(&bus, &store, replayed, "2026-11-23T12:00:00Z").await;
     // … then, six hours late, m-001's 00:30 reading.
     sink_and_etl(&bus, &store, LATE.iter(), "2026-11-23T18:00:00Z").await;
+    // … and once the files compaction merged are past their grace, they are deleted.
+    run_etl(
+        &store,
+        at("2026-11-23T18:00:00Z") + EtlConfig::default().delete_grace,
+    )
+    .await;
     Lake::new(store, Default::default()).expect("lake")
 }
 
@@ -91,9 +99,7 @@ async fn sink_and_etl<'a>(
         .build(&DecodeConfig::default(), bus, "readings.raw", store.clone())
         .await
         .expect("sink");
-    let received = DateTime::parse_from_rfc3339(received)
-        .expect("time")
-        .with_timezone(&Utc);
+    let received = at(received);
     let records = messages
         .map(|(topic, payload)| Record {
             key: topic.split('/').nth(1).unwrap_or_default().to_owned(),
@@ -109,9 +115,13 @@ async fn sink_and_etl<'a>(
         .await
         .expect("sink drains")
         .expect("sink runs");
+    run_etl(store, received).await;
+}
+
+async fn run_etl(store: &Arc<dyn ObjectStore>, now: DateTime<Utc>) {
     EtlConfig::default()
         .build(&PipelineConfig::default(), store.clone())
-        .run_once(Arc::new(Registry::default()), received, &|_| {})
+        .run_once(Arc::new(Registry::default()), now, &|_| {})
         .await
         .expect("etl");
 }
