@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""DuckDB side of `meterstack bench`: runs a query set over the raw zone's Parquet files.
+"""DuckDB side of `meterstack bench`: runs a query set over the lake's Parquet files.
 
-Usage: bench_duckdb.py RAW_READINGS_DIR RUNS QUERIES_JSON
-QUERIES_JSON is a list of {"name", "sql"}; the SQL reads the view `raw_readings`.
-Prints {name: median seconds} after one warm-up run per query, as meterstack's side does.
+Usage: bench_duckdb.py RUNS SPEC_JSON
+SPEC_JSON is {"views": {name: "FROM-clause source"}, "queries": [{"name", "sql"}]}; each view
+becomes `CREATE VIEW name AS SELECT * FROM source` (e.g. read_parquet(…, hive_partitioning)).
+Prints {name: {"seconds": median, "rows": rows}} after one warm-up run per query, as
+meterstack's side does.
 """
 import json
 import statistics
@@ -14,21 +16,20 @@ import duckdb
 
 
 def main() -> None:
-    root, runs, queries = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+    runs, spec = int(sys.argv[1]), json.loads(sys.argv[2])
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(
-        f"CREATE VIEW raw_readings AS SELECT * FROM read_parquet('{root}/*/*/*.parquet', hive_partitioning = true)"
-    )
+    for name, source in spec["views"].items():
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM {source}")
     out = {}
-    for q in queries:
-        con.execute(q["sql"]).fetchall()
+    for q in spec["queries"]:
+        rows = len(con.execute(q["sql"]).fetchall())
         times = []
         for _ in range(runs):
             started = time.perf_counter()
             con.execute(q["sql"]).fetchall()
             times.append(time.perf_counter() - started)
-        out[q["name"]] = statistics.median(times)
+        out[q["name"]] = {"seconds": statistics.median(times), "rows": rows}
     print(json.dumps(out))
 
 

@@ -27,7 +27,7 @@ use serde::Serialize;
 pub(crate) struct Report {
     meters: usize,
     intervals: u64,
-    readings: u64,
+    pub(crate) readings: u64,
     files: u64,
     bytes: u64,
     bytes_per_reading: f64,

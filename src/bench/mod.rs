@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::config::Config;
 
 mod server;
+mod sql;
 mod suite;
 
 use server::Server;
@@ -47,6 +48,22 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 10_000)]
         keys: usize,
     },
+    /// The meter-analytics query set alone: registers and backfills `--meters` × `--days`,
+    /// runs the ETL (timed), then times the trusted-zone queries against DuckDB.
+    Analytics {
+        /// Meters (with --days 90, 3,500 give 30M intervals)
+        #[arg(long, default_value_t = 3500)]
+        meters: usize,
+        /// Days of history from 2026-01-01
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        /// Timed runs per query (after one warm-up); figures are medians
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Where to write the results as JSON
+        #[arg(long, default_value = "bench-analytics.json")]
+        out: std::path::PathBuf,
+    },
     /// Simultaneous meter connections: starts `meterstack up --dev` on loopback (data in a
     /// temporary directory), opens `--connections` MQTT connections to it and holds them,
     /// and reports the server's resident memory before and after, per connection.
@@ -69,6 +86,22 @@ pub(crate) async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> 
         return suite::run(args.suite).await;
     };
     match command {
+        BenchCommand::Analytics {
+            meters,
+            days,
+            runs,
+            out,
+        } => {
+            let mut set = sql::analytics_set(meters, days, runs).await?;
+            let mut table = Vec::new();
+            suite::push_analytics(&mut table, &mut set);
+            for line in &table {
+                println!("{line}");
+            }
+            std::fs::write(&out, serde_json::to_string_pretty(&set)?)?;
+            println!("results: {}", out.display());
+            Ok(())
+        }
         BenchCommand::Connections {
             connections,
             parallel,

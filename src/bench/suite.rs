@@ -43,41 +43,19 @@ pub(crate) struct SuiteArgs {
     /// Days of history for the SQL set
     #[arg(long, default_value_t = 30)]
     sql_days: u32,
+    /// Meters of the meter-analytics set (the default with --analytics-days gives 30M
+    /// intervals)
+    #[arg(long, default_value_t = 3500)]
+    analytics_meters: usize,
+    /// Days of history of the meter-analytics set
+    #[arg(long, default_value_t = 90)]
+    analytics_days: u32,
     /// Where to write the results as JSON
     #[arg(long, default_value = "bench-results.json")]
     out: PathBuf,
 }
 
-/// The SQL query set: (name, SQL). Both engines run the same text over `raw_readings`.
-const QUERIES: [(&str, &str); 7] = [
-    ("count", "SELECT count(*) AS n FROM raw_readings"),
-    (
-        "daily_energy_per_meter",
-        "SELECT meter_id, date_trunc('day', ts) AS day, max(import_wh) - min(import_wh) AS wh FROM raw_readings GROUP BY meter_id, date_trunc('day', ts)",
-    ),
-    (
-        "top_peak_power",
-        "SELECT meter_id, max(power_w) AS peak FROM raw_readings GROUP BY meter_id ORDER BY peak DESC LIMIT 10",
-    ),
-    (
-        "one_meter_week",
-        "SELECT ts, import_wh, power_w, voltage_v FROM raw_readings WHERE meter_id = 'q-0042' AND ts >= TIMESTAMP '2026-01-08T00:00:00Z' AND ts < TIMESTAMP '2026-01-15T00:00:00Z' ORDER BY ts",
-    ),
-    (
-        "fleet_hourly_load",
-        "SELECT date_trunc('hour', ts) AS hour, sum(power_w) AS w FROM raw_readings GROUP BY date_trunc('hour', ts) ORDER BY hour",
-    ),
-    (
-        "voltage_excursions",
-        "SELECT meter_id, count(*) AS n FROM raw_readings WHERE voltage_v < 207 OR voltage_v > 253 GROUP BY meter_id ORDER BY n DESC",
-    ),
-    (
-        "late_arrivals",
-        "SELECT count(*) AS n FROM raw_readings WHERE received_at > ts + INTERVAL '1 hour'",
-    ),
-];
-
-fn median(mut v: Vec<f64>) -> f64 {
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
         0 => f64::NAN,
@@ -131,7 +109,7 @@ async fn load(mqtt: &str, meters: usize, seconds: u64, prefix: &str) -> anyhow::
 }
 
 /// Bytes of the Parquet files under `dir`.
-fn tree_bytes(dir: &Path) -> u64 {
+pub(super) fn tree_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -300,69 +278,6 @@ async fn freshness(samples: usize) -> anyhow::Result<Vec<f64>> {
     Ok(out)
 }
 
-/// The SQL set: medians per query for meterstack and DuckDB over the same backfilled files.
-async fn sql_set(meters: usize, days: u32, runs: usize) -> anyhow::Result<Vec<Value>> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let dt = Duration::from_secs(900);
-    let intervals = u64::from(days) * 96;
-    let end = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")?.to_utc()
-        + TimeDelta::days(i64::from(days));
-    let sim = SimConfig {
-        fleet: FleetConfig {
-            meters,
-            id_prefix: "q-".into(),
-            ..FleetConfig::default()
-        },
-        interval: dt,
-        start: Some(end - TimeDelta::days(i64::from(days))),
-        intervals: Some(intervals),
-        faults: FaultConfig::default(),
-        ..SimConfig::default()
-    };
-    let store = meterstack_lake::store::LakeConfig::default().build(&data)?;
-    crate::backfill::write(&sim, store, 2000).await?;
-    let server = Server::start(&data, &[]).await?;
-    let mut ours = Vec::new();
-    for (name, sql) in QUERIES {
-        let mut times = Vec::new();
-        // One warm-up run, as DuckDB gets.
-        server.query(sql).await?;
-        for _ in 0..runs {
-            times.push(server.query(sql).await?.1.as_secs_f64());
-        }
-        ours.push((name, median(times)));
-    }
-    server.stop().await;
-    let script = dir.path().join("bench_duckdb.py");
-    std::fs::write(&script, include_str!("../../scripts/bench_duckdb.py"))?;
-    let queries: Vec<Value> = QUERIES
-        .iter()
-        .map(|(n, q)| json!({"name": n, "sql": q}))
-        .collect();
-    let output = tokio::process::Command::new("python3")
-        .arg(&script)
-        .arg(data.join("lake/raw/readings"))
-        .arg(runs.to_string())
-        .arg(serde_json::to_string(&queries)?)
-        .output()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot run python3 ({e})"))?;
-    anyhow::ensure!(
-        output.status.success(),
-        "DuckDB failed (pip install duckdb; scripts/bench does): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let duck: Value = serde_json::from_slice(&output.stdout)?;
-    Ok(ours
-        .into_iter()
-        .map(|(name, s)| {
-            let d = duck[name].as_f64().unwrap_or(f64::NAN);
-            json!({"query": name, "meterstack_s": s, "duckdb_s": d, "ratio": s / d})
-        })
-        .collect())
-}
-
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(mut args: SuiteArgs) -> anyhow::Result<()> {
     if args.quick {
@@ -371,6 +286,8 @@ pub(crate) async fn run(mut args: SuiteArgs) -> anyhow::Result<()> {
         args.runs = 1;
         args.sql_meters = 50;
         args.sql_days = 2;
+        args.analytics_meters = 40;
+        args.analytics_days = 3;
     }
     let started = Instant::now();
     let mut report = json!({
@@ -454,19 +371,32 @@ pub(crate) async fn run(mut args: SuiteArgs) -> anyhow::Result<()> {
         "{:<46} {:>14}",
         "publish → webhook p50/p99", "not yet (#8)"
     ));
-    table.push(format!(
-        "{:<46} {:>14}",
-        "trusted-zone bytes per reading", "not yet (#7)"
-    ));
+    let runs = args.runs.max(if args.quick { 1 } else { 5 });
+    let sql = super::sql::raw_set(args.sql_meters, args.sql_days, runs).await?;
+    let geomean = push_sql(
+        &mut table,
+        &sql,
+        &format!("{} meters × {} days, raw", args.sql_meters, args.sql_days),
+    );
+    report["sql"] = json!({ "meters": args.sql_meters, "days": args.sql_days, "queries": sql, "geomean_ratio": geomean });
 
-    let sql = sql_set(
-        args.sql_meters,
-        args.sql_days,
-        args.runs.max(if args.quick { 1 } else { 5 }),
-    )
-    .await?;
+    let mut analytics =
+        super::sql::analytics_set(args.analytics_meters, args.analytics_days, runs).await?;
+    push_analytics(&mut table, &mut analytics);
+    report["analytics"] = analytics;
+    report["elapsed_s"] = json!(started.elapsed().as_secs_f64());
+    for line in &table {
+        println!("{line}");
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+    println!("results: {}", args.out.display());
+    Ok(())
+}
+
+/// Adds the lines of an SQL set to `table`; returns the geometric mean of the ratios.
+fn push_sql(table: &mut Vec<String>, queries: &[Value], label: &str) -> f64 {
     let mut log_sum = 0.0;
-    for q in &sql {
+    for q in queries {
         let (ours, duck, ratio) = (
             q["meterstack_s"].as_f64().unwrap_or(f64::NAN),
             q["duckdb_s"].as_f64().unwrap_or(f64::NAN),
@@ -481,23 +411,38 @@ pub(crate) async fn run(mut args: SuiteArgs) -> anyhow::Result<()> {
             ratio
         ));
     }
-    let geomean = (log_sum / sql.len().max(1) as f64).exp();
+    let geomean = (log_sum / queries.len().max(1) as f64).exp();
     table.push(format!(
         "{:<46} {:>14} {:>14} {:>7.2}×",
-        format!(
-            "sql geometric mean ({} meters × {} days)",
-            args.sql_meters, args.sql_days
-        ),
+        format!("sql geometric mean ({label})"),
         "",
         "",
         geomean
     ));
-    report["sql"] = json!({ "meters": args.sql_meters, "days": args.sql_days, "queries": sql, "geomean_ratio": geomean });
-    report["elapsed_s"] = json!(started.elapsed().as_secs_f64());
-    for line in &table {
-        println!("{line}");
-    }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
-    println!("results: {}", args.out.display());
-    Ok(())
+    geomean
+}
+
+/// Adds the lines of the meter-analytics set to `table`, and its geometric mean to `set`.
+pub(super) fn push_analytics(table: &mut Vec<String>, set: &mut Value) {
+    table.push(format!(
+        "{:<46} {:>14.0}",
+        format!(
+            "etl raw readings/s ({} readings)",
+            set["raw_readings"].as_u64().unwrap_or(0)
+        ),
+        set["etl_raw_readings_per_s"].as_f64().unwrap_or(f64::NAN)
+    ));
+    table.push(format!(
+        "{:<46} {:>14.1}",
+        "  trusted readings bytes per interval",
+        set["trusted_bytes_per_interval"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    ));
+    let queries = set["queries"].as_array().cloned().unwrap_or_default();
+    let label = format!(
+        "{} meters × {} days, {} intervals, trusted",
+        set["meters"], set["days"], set["trusted_intervals"]
+    );
+    set["geomean_ratio"] = json!(push_sql(table, &queries, &label));
 }

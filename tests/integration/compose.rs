@@ -30,6 +30,20 @@ fn compose_environment_is_valid_configuration() {
     let config: toml::Value = toml::from_str(&String::from_utf8_lossy(&out.stdout)).expect("toml");
     assert_eq!(config["mqtt"]["listen"].as_str(), Some("0.0.0.0:1883"));
     assert_eq!(config["http"]["listen"].as_str(), Some("0.0.0.0:8080"));
+    // The lake is in MinIO, in the bucket minio-init creates, with MinIO's credentials.
+    let store = &config["lake"]["store"];
+    assert_eq!(store["kind"].as_str(), Some("s3"));
+    assert_eq!(store["bucket"].as_str(), Some("meterstack"));
+    assert_eq!(store["endpoint"].as_str(), Some("http://minio:9000"));
+    for needle in [
+        "mc mb --ignore-existing lake/meterstack",
+        "MINIO_ROOT_USER=meterstack",
+        "MINIO_ROOT_PASSWORD=meterstack-lake",
+        "SECRET_ACCESS_KEY=meterstack-lake",
+        "condition: service_completed_successfully",
+    ] {
+        assert!(COMPOSE.contains(needle), "compose has {needle:?}");
+    }
     assert!(vars.iter().all(|(k, _)| !k.is_empty()));
     for port in ["\"1883:1883\"", "\"8080:8080\""] {
         assert!(COMPOSE.contains(port), "compose publishes {port}");
@@ -39,11 +53,19 @@ fn compose_environment_is_valid_configuration() {
 
 #[test]
 fn compose_commands_parse() {
-    let commands: Vec<Vec<String>> = COMPOSE
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("command: "))
-        .map(|c| serde_json::from_str(c).expect("commands are JSON arrays"))
-        .collect();
+    // The commands of the services that run meterstack's image (a service's `image:` comes
+    // before its `command:`).
+    let mut image = "";
+    let mut commands: Vec<Vec<String>> = Vec::new();
+    for line in COMPOSE.lines().map(str::trim) {
+        if let Some(i) = line.strip_prefix("image: ") {
+            image = i;
+        } else if let Some(c) = line.strip_prefix("command: ")
+            && image == "meterstack:latest"
+        {
+            commands.push(serde_json::from_str(c).expect("commands are JSON arrays"));
+        }
+    }
     assert_eq!(commands.len(), 3, "broker, lake and simulator");
     for args in commands {
         let out = bin().args(&args).arg("--help").output().expect("runs");

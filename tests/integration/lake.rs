@@ -293,6 +293,14 @@ fn hostile_queries_are_refused_or_bounded_while_benign_ones_succeed() {
     let (status, _) = ms.query("EXPLAIN SELECT count(*) FROM readings");
     assert_eq!(status, 200);
     let peak = peak_rss(ms.pid());
+    // The figure docs/BENCHMARKS.md records ("SQL bounds").
+    eprintln!(
+        "hostile corpus: peak RSS {} MiB = baseline {} MiB + {} MiB (pool {} MiB)",
+        peak >> 20,
+        baseline >> 20,
+        peak.saturating_sub(baseline) >> 20,
+        memory >> 20
+    );
     assert!(
         peak <= baseline + memory + MEMORY_MARGIN,
         "peak RSS {} MiB over a baseline of {} MiB (limit {} MiB + margin {} MiB)",
