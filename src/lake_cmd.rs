@@ -106,7 +106,7 @@ pub(crate) async fn sql(args: SqlArgs, config: &Config) -> anyhow::Result<()> {
         config.lake.build(&config.data_dir)?,
         config.http.query.clone(),
     )?
-    .with_meters(store);
+    .with_store(store);
     let mut result = lake.query(&args.sql, params, format).await?;
     let mut out = std::io::stdout().lock();
     while let Some(chunk) = result.next_chunk().await {

@@ -41,15 +41,19 @@ pub(crate) enum Role {
     Etl,
     /// SQL over HTTP (`POST /api/v1/query`).
     Api,
+    /// The alert store: the `alerts` topic's lifecycle kept in the SQL store
+    /// (`/api/v1/alerts`).
+    Alerts,
 }
 
 impl Role {
-    pub(crate) const ALL: [Role; 5] = [
+    pub(crate) const ALL: [Role; 6] = [
         Role::Broker,
         Role::Sink,
         Role::Pipeline,
         Role::Etl,
         Role::Api,
+        Role::Alerts,
     ];
 }
 
@@ -131,6 +135,7 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
     let needs_bus = roles.contains(&Role::Broker)
         || roles.contains(&Role::Sink)
         || roles.contains(&Role::Pipeline)
+        || roles.contains(&Role::Alerts)
         || config.bus.backend == meterstack_core::bus::BusBackend::Kafka;
     let bus = if needs_bus {
         Some(
@@ -185,8 +190,7 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
     let state = AppState {
         lake: if roles.contains(&Role::Api) {
             Some(
-                Lake::new(lake_store.clone(), config.http.query.clone())?
-                    .with_meters(store.clone()),
+                Lake::new(lake_store.clone(), config.http.query.clone())?.with_store(store.clone()),
             )
         } else {
             None
@@ -232,6 +236,17 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
             })
         }));
         health.set_ready("broker", true);
+    }
+    if let (true, Some(bus)) = (roles.contains(&Role::Alerts), &bus) {
+        let recorder = meterstack_pipeline::alerts::AlertRecorder {
+            bus: bus.clone(),
+            topic: config.bus.topics.alerts.clone(),
+            store: store.clone(),
+        };
+        health.set_ready("alerts", true);
+        tasks.push(Task::spawn("alert store", |stop| {
+            tokio::spawn(async move { recorder.run(stop).await.map_err(anyhow::Error::from) })
+        }));
     }
     if roles.contains(&Role::Etl) {
         let etl = config.lake.etl.build(&config.pipeline, lake_store.clone());
@@ -299,6 +314,7 @@ fn role_name(role: Role) -> &'static str {
         Role::Pipeline => "pipeline",
         Role::Etl => "etl",
         Role::Api => "api",
+        Role::Alerts => "alerts",
     }
 }
 

@@ -6,6 +6,7 @@
 //! Out: JSON responses. Every error leaves through [`ApiError`]: a status, a stable code and a
 //! human message, never an internal detail.
 
+mod alerts;
 pub mod auth;
 mod config;
 mod error;
@@ -98,6 +99,10 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
                 "/api/v1/certificates/{serial}/revoke",
                 post(meters::revoke_certificate),
             )
+            .route("/api/v1/alerts", get(alerts::list))
+            .route("/api/v1/alerts/{id}", get(alerts::show))
+            .route("/api/v1/alerts/{id}/ack", post(alerts::acknowledge))
+            .route("/api/v1/alerts/{id}/resolve", post(alerts::resolve))
             .route("/api/v1/keys", get(keys::list).post(keys::create))
             .route("/api/v1/keys/{id}", delete(keys::revoke));
     }

@@ -76,6 +76,12 @@ pub const PIPELINE_READINGS: &str = "meterstack_pipeline_readings_total";
 pub const PIPELINE_AGGREGATES: &str = "meterstack_pipeline_aggregates_total";
 /// Alert lifecycle events, labelled `type` and `event` (`opened`, `resolved`).
 pub const PIPELINE_ALERTS: &str = "meterstack_pipeline_alerts_total";
+/// Alert lifecycle changes stored, by `transition` (opened, acknowledged, resolved).
+pub const ALERTS_TRANSITIONS: &str = "meterstack_alerts_transitions_total";
+/// Records on `alerts` that are not alert events, or that the store refused (skipped).
+pub const ALERTS_INVALID: &str = "meterstack_alerts_invalid_total";
+/// Failed attempts to store a batch of alert events (retried).
+pub const ALERTS_STORE_ERRORS: &str = "meterstack_alerts_store_errors_total";
 /// Missing intervals the pipeline asked meters to resend.
 pub const PIPELINE_RESEND_REQUESTED: &str = "meterstack_pipeline_resend_requested_intervals_total";
 /// Requested intervals that came back.

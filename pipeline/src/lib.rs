@@ -13,10 +13,13 @@
 //! | windows | [`windows`] | event-time windows with watermarks, allowed lateness and revisions |
 //! | anomalies | [`anomaly`] | alert lifecycle and per-meter baselines |
 //!
+//! [`alerts::AlertRecorder`] keeps the `alerts` topic's lifecycle in the SQL store.
+//!
 //! [`processor::Processor`] wires the stages per meter and per feeder; [`runner`] runs it on
 //! the bus with checkpoints. The processor is deterministic, so `meterstack eval` and the golden
 //! replay test drive it directly.
 
+pub mod alerts;
 pub mod anomaly;
 pub mod config;
 pub mod intervals;

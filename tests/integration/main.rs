@@ -5,6 +5,7 @@
 
 #![allow(clippy::print_stderr)] // Tests report their measurements on stderr.
 
+mod alerts;
 mod bench;
 mod compose;
 mod config;

@@ -1,4 +1,5 @@
-//! The SQL store: the meter registry, meter credentials and connectivity, and API keys.
+//! The SQL store: the meter registry, meter credentials and connectivity, API keys, and
+//! alerts with their lifecycle.
 //!
 //! One implementation over sqlx's `Any` driver: SQLite (default, a file in the data
 //! directory) or PostgreSQL (`store.url = "postgres://…"`), with the same migrations
@@ -6,6 +7,7 @@
 //! first appearance, which both drivers bind by number; instants are stored as microseconds
 //! since the epoch and dates as ISO text, the types both databases share.
 
+pub mod alerts;
 pub mod keys;
 pub mod meters;
 pub mod secret;

@@ -372,6 +372,83 @@ macro_rules! suite {
                     Err(StoreError::NotFound(_))
                 ));
             }
+
+            #[tokio::test]
+            async fn alerts_lifecycle_is_idempotent_with_one_active_alert_per_subject() {
+                use crate::store::alerts::{AlertFilter, AlertInput, AlertState, Transition};
+                let (_d, store) = open().await;
+                let t0 = Utc::now() - TimeDelta::hours(1);
+                let input = |id: &str, meter: &str, opened: bool, minutes: i64| AlertInput {
+                    alert_id: id.into(),
+                    opened,
+                    alert_type: "voltage_excursion".into(),
+                    severity: "major".into(),
+                    meter_id: Some(meter.into()),
+                    feeder: Some("F1".into()),
+                    start: t0 + TimeDelta::minutes(minutes),
+                    end: (!opened).then(|| t0 + TimeDelta::minutes(minutes + 30)),
+                    at: t0 + TimeDelta::minutes(minutes),
+                    evidence: serde_json::json!({"voltage_v": 262.0}),
+                };
+                let (a, t) = store.record_alert(&input("a1", "m-1", true, 0)).await.unwrap().unwrap();
+                assert_eq!((a.state, t), (AlertState::Open, Transition::Opened));
+                // A redelivery, and a second alert for the same meter and type: no change.
+                assert!(store.record_alert(&input("a1", "m-1", true, 0)).await.unwrap().is_none());
+                assert!(store.record_alert(&input("a2", "m-1", true, 5)).await.unwrap().is_none());
+                assert!(store.alert("a2").await.unwrap().is_none());
+                // Another meter is another subject.
+                store.record_alert(&input("a3", "m-2", true, 10)).await.unwrap().unwrap();
+
+                let (a, t) = store.acknowledge_alert("a1", "ops-key").await.unwrap();
+                assert_eq!(t, Some(Transition::Acknowledged));
+                assert_eq!(a.acknowledged_by.as_deref(), Some("ops-key"));
+                assert!(a.acknowledged_at.is_some());
+                let (_, t) = store.acknowledge_alert("a1", "other").await.unwrap();
+                assert_eq!(t, None, "acknowledging twice changes nothing");
+                // The condition clears: resolved by the pipeline, at most once.
+                let (a, t) = store.record_alert(&input("a1", "m-1", false, 0)).await.unwrap().unwrap();
+                assert_eq!((a.state, t, a.resolved_by.clone()), (AlertState::Resolved, Transition::Resolved, None));
+                assert_eq!(a.acknowledged_by.as_deref(), Some("ops-key"));
+                assert!(store.record_alert(&input("a1", "m-1", false, 0)).await.unwrap().is_none());
+                assert!(matches!(
+                    store.acknowledge_alert("a1", "late").await,
+                    Err(StoreError::Conflict(_))
+                ));
+                // Once resolved, the subject may open a new alert.
+                store.record_alert(&input("a4", "m-1", true, 60)).await.unwrap().unwrap();
+                // An operator resolves one.
+                let (a, t) = store.resolve_alert("a3", "ops-key").await.unwrap();
+                assert_eq!((a.state, t), (AlertState::Resolved, Some(Transition::Resolved)));
+                assert_eq!(a.resolved_by.as_deref(), Some("ops-key"));
+                assert!(matches!(
+                    store.resolve_alert("nope", "x").await,
+                    Err(StoreError::NotFound(_))
+                ));
+
+                // Filters and paging, newest first.
+                let ids = |v: Vec<crate::store::alerts::StoredAlert>| {
+                    v.into_iter().map(|a| a.alert_id).collect::<Vec<_>>()
+                };
+                let all = store.list_alerts(&AlertFilter::default()).await.unwrap();
+                assert_eq!(ids(all), ["a4", "a3", "a1"]);
+                let open = AlertFilter { state: Some(AlertState::Open), ..AlertFilter::default() };
+                assert_eq!(ids(store.list_alerts(&open).await.unwrap()), ["a4"]);
+                let m1 = AlertFilter { meter: Some("m-1".into()), ..AlertFilter::default() };
+                assert_eq!(ids(store.list_alerts(&m1).await.unwrap()), ["a4", "a1"]);
+                let page = AlertFilter { limit: Some(2), ..AlertFilter::default() };
+                assert_eq!(ids(store.list_alerts(&page).await.unwrap()), ["a4", "a3"]);
+                let rest = AlertFilter { after: Some("a3".into()), ..page.clone() };
+                assert_eq!(ids(store.list_alerts(&rest).await.unwrap()), ["a1"]);
+                let window = AlertFilter {
+                    from: Some(t0 + TimeDelta::minutes(5)),
+                    to: Some(t0 + TimeDelta::minutes(61)),
+                    feeder: Some("F1".into()),
+                    severity: Some("major".into()),
+                    alert_type: Some("voltage_excursion".into()),
+                    ..AlertFilter::default()
+                };
+                assert_eq!(ids(store.list_alerts(&window).await.unwrap()), ["a4", "a3"]);
+            }
         }
     };
 }

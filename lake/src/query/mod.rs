@@ -4,7 +4,8 @@
 //! its Hive partition columns (`date`, and `hour` in the raw zone), so filters on them prune
 //! whole directories and row-group and page statistics prune by meter (files are sorted by
 //! meter and time). Files are listed at every query (no listing cache), so a file just written
-//! is visible to the next query. `meters` reads the registry in the SQL store.
+//! is visible to the next query. `meters` (the registry) and `alerts` (the alert lifecycle)
+//! read the SQL store ([`store_tables`]).
 //!
 //! Queries are read-only and bounded:
 //! - DDL, DML (`INSERT`, `COPY`), `SET` and other statements are refused at planning; URL
@@ -18,8 +19,8 @@
 //! - a result stops at `max_rows` rows or `max_result_bytes` encoded bytes.
 
 pub mod format;
-pub mod meters;
 mod snapshot;
+pub mod store_tables;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -145,7 +146,7 @@ pub fn params_from_json(value: &serde_json::Value) -> Result<Option<ParamValues>
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
     config: QueryConfig,
-    meters: Option<SqlStore>,
+    sql_store: Option<SqlStore>,
     slots: Arc<Semaphore>,
 }
 
@@ -165,13 +166,13 @@ impl Lake {
             store,
             slots: Arc::new(Semaphore::new(config.max_concurrent)),
             config,
-            meters: None,
+            sql_store: None,
         })
     }
 
-    /// Adds the `meters` table over the registry in `store`.
-    pub fn with_meters(mut self, store: SqlStore) -> Self {
-        self.meters = Some(store);
+    /// Adds the tables kept in the SQL store `store`: `meters` and `alerts`.
+    pub fn with_store(mut self, store: SqlStore) -> Self {
+        self.sql_store = Some(store);
         self
     }
 
@@ -211,9 +212,12 @@ impl Lake {
                 .with_schema(table.schema());
             ctx.register_table(table.name(), Arc::new(ListingTable::try_new(config)?))?;
         }
-        if let Some(store) = &self.meters {
-            let table: Arc<dyn TableProvider> = Arc::new(meters::MetersTable::new(store.clone()));
-            ctx.register_table("meters", table)?;
+        if let Some(store) = &self.sql_store {
+            use store_tables::{Alerts, Meters, StoreTable};
+            let meters: Arc<dyn TableProvider> = Arc::new(StoreTable::<Meters>::new(store.clone()));
+            ctx.register_table("meters", meters)?;
+            let alerts: Arc<dyn TableProvider> = Arc::new(StoreTable::<Alerts>::new(store.clone()));
+            ctx.register_table("alerts", alerts)?;
         }
         Ok(ctx)
     }

@@ -1,0 +1,398 @@
+//! Alerts and their lifecycle: open → acknowledged → resolved.
+//!
+//! The pipeline emits `opened` and `resolved` events on the `alerts` topic (at least once);
+//! [`SqlStore::record_alert`] applies them idempotently. Operators acknowledge and resolve
+//! through the API. At most one alert per type and subject (its meter, or its feeder for
+//! feeder alerts) is active at a time: a second `opened` for an active subject is the same
+//! alert (a unique index enforces it).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::AssertSqlSafe;
+use sqlx::any::AnyRow;
+use sqlx::{Row, Transaction};
+
+use super::{Result, SqlStore, StoreError, from_micros, now_micros};
+
+/// Where an alert is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// The condition is on and nobody has acknowledged it.
+    Open,
+    /// Somebody took it.
+    Acknowledged,
+    /// The condition cleared, or an operator closed it.
+    Resolved,
+}
+
+impl AlertState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Acknowledged => "acknowledged",
+            Self::Resolved => "resolved",
+        }
+    }
+
+    /// Parses a stored or requested name.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "open" => Self::Open,
+            "acknowledged" => Self::Acknowledged,
+            "resolved" => Self::Resolved,
+            other => {
+                return Err(StoreError::Invalid(format!(
+                    "alert state must be open, acknowledged or resolved, not {other:?}"
+                )));
+            }
+        })
+    }
+}
+
+/// An event of the `alerts` topic, as the store takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertInput {
+    /// The pipeline's stable id.
+    pub alert_id: String,
+    /// `true` for `opened`, `false` for `resolved`.
+    pub opened: bool,
+    /// Its type (`voltage_excursion`, …).
+    pub alert_type: String,
+    /// Its severity (`critical`, `major`, `minor`, `warning`).
+    pub severity: String,
+    /// The meter, if any.
+    pub meter_id: Option<String>,
+    /// The feeder, if known.
+    pub feeder: Option<String>,
+    /// When the condition began.
+    pub start: DateTime<Utc>,
+    /// When it cleared.
+    pub end: Option<DateTime<Utc>>,
+    /// When the pipeline emitted the event.
+    pub at: DateTime<Utc>,
+    /// What triggered it.
+    pub evidence: serde_json::Value,
+}
+
+/// A stored alert.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredAlert {
+    /// Id.
+    pub alert_id: String,
+    /// Type.
+    #[serde(rename = "type")]
+    pub alert_type: String,
+    /// Severity.
+    pub severity: String,
+    /// Meter.
+    pub meter_id: Option<String>,
+    /// Feeder.
+    pub feeder: Option<String>,
+    /// Lifecycle state.
+    pub state: AlertState,
+    /// When the condition began (reading time).
+    pub start: DateTime<Utc>,
+    /// When it cleared (reading time), if it did.
+    pub end: Option<DateTime<Utc>>,
+    /// When the store recorded it.
+    pub opened_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Who acknowledged it (an API key's name).
+    pub acknowledged_by: Option<String>,
+    /// When.
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    /// Who resolved it; absent when the condition cleared by itself.
+    pub resolved_by: Option<String>,
+    /// When.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// What triggered it.
+    pub evidence: serde_json::Value,
+}
+
+/// What changed when an event or an action was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transition {
+    /// A new alert.
+    Opened,
+    /// Open → acknowledged.
+    Acknowledged,
+    /// → resolved.
+    Resolved,
+}
+
+/// Filters of [`SqlStore::list_alerts`] (`GET /api/v1/alerts`); newest first.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertFilter {
+    /// Only this state.
+    pub state: Option<AlertState>,
+    /// Only this type.
+    #[serde(rename = "type")]
+    pub alert_type: Option<String>,
+    /// Only this severity.
+    pub severity: Option<String>,
+    /// Only this meter.
+    pub meter: Option<String>,
+    /// Only this feeder.
+    pub feeder: Option<String>,
+    /// Began at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Began before.
+    pub to: Option<DateTime<Utc>>,
+    /// Page size (1–1000, default 100).
+    pub limit: Option<u32>,
+    /// Continue after this alert id (from `next`).
+    pub after: Option<String>,
+}
+
+const COLUMNS: &str = "alert_id, alert_type, severity, meter_id, feeder, state, started_at, ended_at, opened_at, updated_at, acknowledged_by, acknowledged_at, resolved_by, resolved_at, evidence";
+
+fn alert_from_row(row: &AnyRow) -> Result<StoredAlert> {
+    let opt_time = |name: &str| -> Result<Option<DateTime<Utc>>> {
+        Ok(row.try_get::<Option<i64>, _>(name)?.map(from_micros))
+    };
+    let evidence: String = row.try_get("evidence")?;
+    Ok(StoredAlert {
+        alert_id: row.try_get("alert_id")?,
+        alert_type: row.try_get("alert_type")?,
+        severity: row.try_get("severity")?,
+        meter_id: row.try_get("meter_id")?,
+        feeder: row.try_get("feeder")?,
+        state: AlertState::parse(&row.try_get::<String, _>("state")?)?,
+        start: from_micros(row.try_get("started_at")?),
+        end: opt_time("ended_at")?,
+        opened_at: from_micros(row.try_get("opened_at")?),
+        updated_at: from_micros(row.try_get("updated_at")?),
+        acknowledged_by: row.try_get("acknowledged_by")?,
+        acknowledged_at: opt_time("acknowledged_at")?,
+        resolved_by: row.try_get("resolved_by")?,
+        resolved_at: opt_time("resolved_at")?,
+        evidence: serde_json::from_str(&evidence).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+async fn fetch(tx: &mut Transaction<'_, sqlx::Any>, alert_id: &str) -> Result<Option<StoredAlert>> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM alerts WHERE alert_id = $1"
+    )))
+    .bind(alert_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.as_ref().map(alert_from_row).transpose()
+}
+
+impl SqlStore {
+    /// Applies an event of the `alerts` topic. Returns the alert and what changed, or `None`
+    /// when nothing did (a redelivery, a second `opened` for an active subject, a
+    /// `resolved` for an alert already resolved).
+    pub async fn record_alert(
+        &self,
+        input: &AlertInput,
+    ) -> Result<Option<(StoredAlert, Transition)>> {
+        let subject = input
+            .meter_id
+            .clone()
+            .or_else(|| input.feeder.clone())
+            .ok_or_else(|| StoreError::Invalid("an alert needs a meter or a feeder".into()))?;
+        let now = now_micros();
+        let evidence = input.evidence.to_string();
+        let mut tx = self.pool().begin().await?;
+        let existing = fetch(&mut tx, &input.alert_id).await?;
+        let transition = match (&existing, input.opened) {
+            (Some(_), true) => None,
+            (Some(a), false) if a.state == AlertState::Resolved => None,
+            (Some(_), false) => {
+                sqlx::query(
+                    "UPDATE alerts SET state = 'resolved', ended_at = $1, resolved_at = $2, updated_at = $2, evidence = $3 WHERE alert_id = $4",
+                )
+                .bind(input.end.unwrap_or(input.at).timestamp_micros())
+                .bind(now)
+                .bind(&evidence)
+                .bind(&input.alert_id)
+                .execute(&mut *tx)
+                .await?;
+                Some(Transition::Resolved)
+            }
+            (None, opened) => {
+                // A `resolved` whose `opened` never arrived is stored resolved.
+                let state = if opened { "open" } else { "resolved" };
+                let inserted = sqlx::query(
+                    "INSERT INTO alerts (alert_id, alert_type, severity, meter_id, feeder, subject, state, started_at, ended_at, opened_at, updated_at, resolved_at, evidence) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) ON CONFLICT DO NOTHING",
+                )
+                .bind(&input.alert_id)
+                .bind(&input.alert_type)
+                .bind(&input.severity)
+                .bind(input.meter_id.as_deref())
+                .bind(input.feeder.as_deref())
+                .bind(&subject)
+                .bind(state)
+                .bind(input.start.timestamp_micros())
+                .bind(input.end.map(|t| t.timestamp_micros()))
+                .bind(now)
+                .bind((!opened).then_some(now))
+                .bind(&evidence)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                // No row: the subject already has an active alert of this type.
+                (inserted == 1).then_some(if opened {
+                    Transition::Opened
+                } else {
+                    Transition::Resolved
+                })
+            }
+        };
+        let result = match transition {
+            Some(t) => fetch(&mut tx, &input.alert_id).await?.map(|a| (a, t)),
+            None => None,
+        };
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    /// An operator acknowledges an open alert. Acknowledging an acknowledged alert changes
+    /// nothing; a resolved one is a `Conflict`.
+    pub async fn acknowledge_alert(
+        &self,
+        alert_id: &str,
+        by: &str,
+    ) -> Result<(StoredAlert, Option<Transition>)> {
+        self.act(alert_id, by, AlertState::Acknowledged).await
+    }
+
+    /// An operator resolves an alert (open or acknowledged). Resolving a resolved alert
+    /// changes nothing.
+    pub async fn resolve_alert(
+        &self,
+        alert_id: &str,
+        by: &str,
+    ) -> Result<(StoredAlert, Option<Transition>)> {
+        self.act(alert_id, by, AlertState::Resolved).await
+    }
+
+    async fn act(
+        &self,
+        alert_id: &str,
+        by: &str,
+        to: AlertState,
+    ) -> Result<(StoredAlert, Option<Transition>)> {
+        let mut tx = self.pool().begin().await?;
+        let alert = fetch(&mut tx, alert_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("alert {alert_id}")))?;
+        let now = now_micros();
+        let transition = match (alert.state, to) {
+            (AlertState::Open, AlertState::Acknowledged) => {
+                sqlx::query("UPDATE alerts SET state = 'acknowledged', acknowledged_by = $1, acknowledged_at = $2, updated_at = $2 WHERE alert_id = $3")
+                    .bind(by)
+                    .bind(now)
+                    .bind(alert_id)
+                    .execute(&mut *tx)
+                    .await?;
+                Some(Transition::Acknowledged)
+            }
+            (AlertState::Acknowledged, AlertState::Acknowledged)
+            | (AlertState::Resolved, AlertState::Resolved) => None,
+            (AlertState::Resolved, _) => {
+                return Err(StoreError::Conflict(format!(
+                    "alert {alert_id} is resolved; it cannot be acknowledged"
+                )));
+            }
+            (_, _) => {
+                sqlx::query("UPDATE alerts SET state = 'resolved', resolved_by = $1, resolved_at = $2, updated_at = $2 WHERE alert_id = $3")
+                    .bind(by)
+                    .bind(now)
+                    .bind(alert_id)
+                    .execute(&mut *tx)
+                    .await?;
+                Some(Transition::Resolved)
+            }
+        };
+        let alert = fetch(&mut tx, alert_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("alert {alert_id}")))?;
+        tx.commit().await?;
+        Ok((alert, transition))
+    }
+
+    /// One alert.
+    pub async fn alert(&self, alert_id: &str) -> Result<Option<StoredAlert>> {
+        let mut tx = self.pool().begin().await?;
+        let alert = fetch(&mut tx, alert_id).await?;
+        tx.commit().await?;
+        Ok(alert)
+    }
+
+    /// Alerts matching `filter`, newest first (by start, then id), a page at a time.
+    pub async fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<StoredAlert>> {
+        let mut sql = format!("SELECT {COLUMNS} FROM alerts WHERE 1 = 1");
+        let mut texts: Vec<String> = Vec::new();
+        let mut n = 0;
+        let mut next = |sql: &mut String, clause: &str| {
+            n += 1;
+            sql.push_str(&clause.replace('?', &format!("${n}")));
+        };
+        for (clause, value) in [
+            (
+                " AND state = ?",
+                filter.state.map(|s| s.as_str().to_owned()),
+            ),
+            (" AND alert_type = ?", filter.alert_type.clone()),
+            (" AND severity = ?", filter.severity.clone()),
+            (" AND meter_id = ?", filter.meter.clone()),
+            (" AND feeder = ?", filter.feeder.clone()),
+        ] {
+            if let Some(v) = value {
+                next(&mut sql, clause);
+                texts.push(v);
+            }
+        }
+        let mut times: Vec<i64> = Vec::new();
+        if let Some(from) = filter.from {
+            next(&mut sql, " AND started_at >= ?");
+            times.push(from.timestamp_micros());
+        }
+        if let Some(to) = filter.to {
+            next(&mut sql, " AND started_at < ?");
+            times.push(to.timestamp_micros());
+        }
+        let mut after: Option<(i64, String)> = None;
+        if let Some(id) = &filter.after {
+            let mut tx = self.pool().begin().await?;
+            let a = fetch(&mut tx, id)
+                .await?
+                .ok_or_else(|| StoreError::Invalid(format!("`after`: no alert {id}")))?;
+            tx.commit().await?;
+            // Newest first: the next page holds older starts, or the same start and smaller ids.
+            n += 1;
+            let (s1, s2, s3) = (n, n + 1, n + 2);
+            n += 2;
+            sql.push_str(&format!(
+                " AND (started_at < ${s1} OR (started_at = ${s2} AND alert_id < ${s3}))"
+            ));
+            after = Some((a.start.timestamp_micros(), a.alert_id));
+        }
+        let _ = n;
+        let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
+        sql.push_str(&format!(
+            " ORDER BY started_at DESC, alert_id DESC LIMIT {limit}"
+        ));
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for t in texts {
+            query = query.bind(t);
+        }
+        for t in times {
+            query = query.bind(t);
+        }
+        if let Some((start, id)) = after {
+            query = query.bind(start).bind(start).bind(id);
+        }
+        let rows = query.fetch_all(self.pool()).await?;
+        rows.iter().map(alert_from_row).collect()
+    }
+}

@@ -1,0 +1,262 @@
+//! Tables over the SQL store, read whole at each query: `meters` (the registry) and `alerts`
+//! (the alert lifecycle). A [`StoreRows`] kind says how its rows page out of the store and
+//! become one Arrow batch; [`StoreTable`] is the query engine's provider for any of them.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanArray, Date32Array, Float64Array, StringArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use datafusion::catalog::Session;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use meterstack_core::reading::timestamp_type;
+use meterstack_core::store::SqlStore;
+use meterstack_core::store::alerts::{AlertFilter, StoredAlert};
+use meterstack_core::store::meters::{Meter, MeterFilter};
+
+/// Rows one store request reads (the store pages them).
+const PAGE: u32 = 1000;
+
+/// A kind of rows kept in the SQL store and shown as a table.
+#[async_trait]
+pub trait StoreRows: std::fmt::Debug + Send + Sync + 'static {
+    /// The table's columns.
+    fn columns() -> SchemaRef;
+    /// Every row, as one batch of [`columns`](StoreRows::columns).
+    async fn batch(store: &SqlStore) -> Result<RecordBatch>;
+}
+
+/// The provider of a [`StoreRows`] table.
+#[derive(Debug, Clone)]
+pub struct StoreTable<R> {
+    store: SqlStore,
+    rows: PhantomData<R>,
+}
+
+impl<R> StoreTable<R> {
+    /// The table over `store`.
+    pub fn new(store: SqlStore) -> Self {
+        Self {
+            store,
+            rows: PhantomData,
+        }
+    }
+}
+
+#[async_trait]
+impl<R: StoreRows> TableProvider for StoreTable<R> {
+    fn schema(&self) -> SchemaRef {
+        R::columns()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch = R::batch(&self.store).await?;
+        MemorySourceConfig::try_new_exec(&[vec![batch]], R::columns(), projection.cloned())
+            .map(|exec| exec as Arc<dyn ExecutionPlan>)
+    }
+}
+
+/// Reads every page: `page(after)` returns up to [`PAGE`] rows after the cursor, and
+/// `cursor` names a row's position.
+async fn all_pages<T, F, Fut>(page: F, cursor: fn(&T) -> String) -> Result<Vec<T>>
+where
+    F: Fn(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = meterstack_core::store::Result<Vec<T>>>,
+{
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let got = page(after.clone())
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let n = got.len();
+        after = got.last().map(cursor);
+        all.extend(got);
+        if n < PAGE as usize {
+            return Ok(all);
+        }
+    }
+}
+
+fn utc_micros(values: impl Iterator<Item = Option<DateTime<Utc>>>) -> ArrayRef {
+    Arc::new(
+        values
+            .map(|t| t.map(|t| t.timestamp_micros()))
+            .collect::<TimestampMicrosecondArray>()
+            .with_timezone("UTC"),
+    )
+}
+
+/// `meters`: the registry.
+#[derive(Debug)]
+pub struct Meters;
+
+/// `alerts`: every alert with its lifecycle, newest first.
+#[derive(Debug)]
+pub struct Alerts;
+fn days(d: Option<NaiveDate>) -> Option<i32> {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    d.map(|d| (d - epoch).num_days() as i32)
+}
+
+fn meters_batch(meters: &[Meter]) -> Result<RecordBatch> {
+    let text = |f: fn(&Meter) -> Option<&str>| -> ArrayRef {
+        Arc::new(meters.iter().map(f).collect::<StringArray>())
+    };
+    let num = |f: fn(&Meter) -> Option<f64>| -> ArrayRef {
+        Arc::new(meters.iter().map(f).collect::<Float64Array>())
+    };
+    let date = |f: fn(&Meter) -> Option<NaiveDate>| -> ArrayRef {
+        Arc::new(meters.iter().map(|m| days(f(m))).collect::<Date32Array>())
+    };
+    let columns: Vec<ArrayRef> = vec![
+        text(|m| Some(m.meter_id.as_str())),
+        text(|m| m.site_ref.as_deref()),
+        text(|m| m.customer_ref.as_deref()),
+        text(|m| m.feeder.as_deref()),
+        text(|m| m.transformer.as_deref()),
+        num(|m| m.lat),
+        num(|m| m.lon),
+        text(|m| m.meter_class.map(|c| c.as_str())),
+        num(|m| m.rated_current_a),
+        text(|m| m.tariff_id.as_deref()),
+        text(|m| Some(m.status.as_str())),
+        date(|m| m.installed_on),
+        date(|m| m.exchanged_on),
+        Arc::new(
+            meters
+                .iter()
+                .map(|m| Some(m.auto_registered))
+                .collect::<BooleanArray>(),
+        ),
+        utc_micros(meters.iter().map(|m| Some(m.created_at))),
+    ];
+    Ok(RecordBatch::try_new(Meters::columns(), columns)?)
+}
+
+#[async_trait]
+impl StoreRows for Meters {
+    fn columns() -> SchemaRef {
+        let text = |n: &str| Field::new(n, DataType::Utf8, true);
+        Arc::new(Schema::new(vec![
+            Field::new("meter_id", DataType::Utf8, false),
+            text("site_ref"),
+            text("customer_ref"),
+            text("feeder"),
+            text("transformer"),
+            Field::new("lat", DataType::Float64, true),
+            Field::new("lon", DataType::Float64, true),
+            text("meter_class"),
+            Field::new("rated_current_a", DataType::Float64, true),
+            text("tariff_id"),
+            Field::new("status", DataType::Utf8, false),
+            Field::new("installed_on", DataType::Date32, true),
+            Field::new("exchanged_on", DataType::Date32, true),
+            Field::new("auto_registered", DataType::Boolean, false),
+            Field::new("created_at", timestamp_type(), false),
+        ]))
+    }
+
+    async fn batch(store: &SqlStore) -> Result<RecordBatch> {
+        let meters = all_pages(
+            |after| async move {
+                let filter = MeterFilter {
+                    after,
+                    limit: Some(PAGE),
+                    ..MeterFilter::default()
+                };
+                store.list_meters(&filter).await
+            },
+            |m: &Meter| m.meter_id.to_string(),
+        )
+        .await?;
+        meters_batch(&meters)
+    }
+}
+
+#[async_trait]
+impl StoreRows for Alerts {
+    fn columns() -> SchemaRef {
+        let text = |n: &str, nullable| Field::new(n, DataType::Utf8, nullable);
+        let time = |n: &str, nullable| Field::new(n, timestamp_type(), nullable);
+        Arc::new(Schema::new(vec![
+            text("alert_id", false),
+            text("type", false),
+            text("severity", false),
+            text("meter_id", true),
+            text("feeder", true),
+            text("state", false),
+            time("start", false),
+            time("end", true),
+            time("opened_at", false),
+            time("updated_at", false),
+            text("acknowledged_by", true),
+            time("acknowledged_at", true),
+            text("resolved_by", true),
+            time("resolved_at", true),
+            text("evidence", false),
+        ]))
+    }
+
+    async fn batch(store: &SqlStore) -> Result<RecordBatch> {
+        let alerts = all_pages(
+            |after| async move {
+                let filter = AlertFilter {
+                    after,
+                    limit: Some(PAGE),
+                    ..AlertFilter::default()
+                };
+                store.list_alerts(&filter).await
+            },
+            |a: &StoredAlert| a.alert_id.clone(),
+        )
+        .await?;
+        let text = |f: fn(&StoredAlert) -> Option<&str>| -> ArrayRef {
+            Arc::new(alerts.iter().map(f).collect::<StringArray>())
+        };
+        let time = |f: fn(&StoredAlert) -> Option<DateTime<Utc>>| utc_micros(alerts.iter().map(f));
+        let evidence: ArrayRef = Arc::new(
+            alerts
+                .iter()
+                .map(|a| Some(a.evidence.to_string()))
+                .collect::<StringArray>(),
+        );
+        let columns: Vec<ArrayRef> = vec![
+            text(|a| Some(&a.alert_id)),
+            text(|a| Some(&a.alert_type)),
+            text(|a| Some(&a.severity)),
+            text(|a| a.meter_id.as_deref()),
+            text(|a| a.feeder.as_deref()),
+            text(|a| Some(a.state.as_str())),
+            time(|a| Some(a.start)),
+            time(|a| a.end),
+            time(|a| Some(a.opened_at)),
+            time(|a| Some(a.updated_at)),
+            text(|a| a.acknowledged_by.as_deref()),
+            time(|a| a.acknowledged_at),
+            text(|a| a.resolved_by.as_deref()),
+            time(|a| a.resolved_at),
+            evidence,
+        ];
+        Ok(RecordBatch::try_new(Self::columns(), columns)?)
+    }
+}
