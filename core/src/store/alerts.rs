@@ -9,8 +9,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{Row, Transaction};
 
 use super::{Result, SqlStore, StoreError, from_micros, now_micros};
 
@@ -175,12 +175,15 @@ fn alert_from_row(row: &AnyRow) -> Result<StoredAlert> {
     })
 }
 
-async fn fetch(tx: &mut Transaction<'_, sqlx::Any>, alert_id: &str) -> Result<Option<StoredAlert>> {
+async fn fetch<'e>(
+    exec: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    alert_id: &str,
+) -> Result<Option<StoredAlert>> {
     let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM alerts WHERE alert_id = $1"
     )))
     .bind(alert_id)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(exec)
     .await?;
     row.as_ref().map(alert_from_row).transpose()
 }
@@ -201,7 +204,7 @@ impl SqlStore {
         let now = now_micros();
         let evidence = input.evidence.to_string();
         let mut tx = self.pool().begin().await?;
-        let existing = fetch(&mut tx, &input.alert_id).await?;
+        let existing = fetch(&mut *tx, &input.alert_id).await?;
         let transition = match (&existing, input.opened) {
             (Some(_), true) => None,
             (Some(a), false) if a.state == AlertState::Resolved => None,
@@ -248,7 +251,7 @@ impl SqlStore {
             }
         };
         let result = match transition {
-            Some(t) => fetch(&mut tx, &input.alert_id).await?.map(|a| (a, t)),
+            Some(t) => fetch(&mut *tx, &input.alert_id).await?.map(|a| (a, t)),
             None => None,
         };
         tx.commit().await?;
@@ -282,7 +285,7 @@ impl SqlStore {
         to: AlertState,
     ) -> Result<(StoredAlert, Option<Transition>)> {
         let mut tx = self.pool().begin().await?;
-        let alert = fetch(&mut tx, alert_id)
+        let alert = fetch(&mut *tx, alert_id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("alert {alert_id}")))?;
         let now = now_micros();
@@ -313,7 +316,7 @@ impl SqlStore {
                 Some(Transition::Resolved)
             }
         };
-        let alert = fetch(&mut tx, alert_id)
+        let alert = fetch(&mut *tx, alert_id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("alert {alert_id}")))?;
         tx.commit().await?;
@@ -322,75 +325,73 @@ impl SqlStore {
 
     /// One alert.
     pub async fn alert(&self, alert_id: &str) -> Result<Option<StoredAlert>> {
-        let mut tx = self.pool().begin().await?;
-        let alert = fetch(&mut tx, alert_id).await?;
-        tx.commit().await?;
-        Ok(alert)
+        fetch(self.pool(), alert_id).await
     }
 
     /// Alerts matching `filter`, newest first (by start, then id), a page at a time.
     pub async fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<StoredAlert>> {
+        enum Bind {
+            Text(String),
+            Micros(i64),
+        }
         let mut sql = format!("SELECT {COLUMNS} FROM alerts WHERE 1 = 1");
-        let mut texts: Vec<String> = Vec::new();
-        let mut n = 0;
-        let mut next = |sql: &mut String, clause: &str| {
-            n += 1;
-            sql.push_str(&clause.replace('?', &format!("${n}")));
+        let mut binds: Vec<Bind> = Vec::new();
+        // Each `?` of `clause` takes the next of `values`, as `$n`.
+        let mut and = |clause: &str, values: Vec<Bind>| {
+            let mut parts = clause.split('?');
+            sql.push_str(" AND ");
+            sql.push_str(parts.next().unwrap_or_default());
+            for (part, value) in parts.zip(values) {
+                binds.push(value);
+                sql.push_str(&format!("${}{part}", binds.len()));
+            }
         };
         for (clause, value) in [
-            (
-                " AND state = ?",
-                filter.state.map(|s| s.as_str().to_owned()),
-            ),
-            (" AND alert_type = ?", filter.alert_type.clone()),
-            (" AND severity = ?", filter.severity.clone()),
-            (" AND meter_id = ?", filter.meter.clone()),
-            (" AND feeder = ?", filter.feeder.clone()),
+            ("state = ?", filter.state.map(|s| s.as_str().to_owned())),
+            ("alert_type = ?", filter.alert_type.clone()),
+            ("severity = ?", filter.severity.clone()),
+            ("meter_id = ?", filter.meter.clone()),
+            ("feeder = ?", filter.feeder.clone()),
         ] {
             if let Some(v) = value {
-                next(&mut sql, clause);
-                texts.push(v);
+                and(clause, vec![Bind::Text(v)]);
             }
         }
-        let mut times: Vec<i64> = Vec::new();
         if let Some(from) = filter.from {
-            next(&mut sql, " AND started_at >= ?");
-            times.push(from.timestamp_micros());
+            and(
+                "started_at >= ?",
+                vec![Bind::Micros(from.timestamp_micros())],
+            );
         }
         if let Some(to) = filter.to {
-            next(&mut sql, " AND started_at < ?");
-            times.push(to.timestamp_micros());
+            and("started_at < ?", vec![Bind::Micros(to.timestamp_micros())]);
         }
-        let mut after: Option<(i64, String)> = None;
         if let Some(id) = &filter.after {
-            let mut tx = self.pool().begin().await?;
-            let a = fetch(&mut tx, id)
+            let a = self
+                .alert(id)
                 .await?
                 .ok_or_else(|| StoreError::Invalid(format!("`after`: no alert {id}")))?;
-            tx.commit().await?;
             // Newest first: the next page holds older starts, or the same start and smaller ids.
-            n += 1;
-            let (s1, s2, s3) = (n, n + 1, n + 2);
-            n += 2;
-            sql.push_str(&format!(
-                " AND (started_at < ${s1} OR (started_at = ${s2} AND alert_id < ${s3}))"
-            ));
-            after = Some((a.start.timestamp_micros(), a.alert_id));
+            let start = a.start.timestamp_micros();
+            and(
+                "(started_at < ? OR (started_at = ? AND alert_id < ?))",
+                vec![
+                    Bind::Micros(start),
+                    Bind::Micros(start),
+                    Bind::Text(a.alert_id),
+                ],
+            );
         }
-        let _ = n;
         let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
         sql.push_str(&format!(
             " ORDER BY started_at DESC, alert_id DESC LIMIT {limit}"
         ));
         let mut query = sqlx::query(AssertSqlSafe(sql));
-        for t in texts {
-            query = query.bind(t);
-        }
-        for t in times {
-            query = query.bind(t);
-        }
-        if let Some((start, id)) = after {
-            query = query.bind(start).bind(start).bind(id);
+        for b in binds {
+            query = match b {
+                Bind::Text(t) => query.bind(t),
+                Bind::Micros(t) => query.bind(t),
+            };
         }
         let rows = query.fetch_all(self.pool()).await?;
         rows.iter().map(alert_from_row).collect()
