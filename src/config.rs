@@ -14,6 +14,7 @@ use meterstack_core::store::StoreConfig;
 use meterstack_core::wire::DecodeConfig;
 use meterstack_lake::store::LakeConfig;
 use meterstack_pipeline::PipelineConfig;
+use meterstack_pipeline::webhooks::WebhooksConfig;
 use serde::{Deserialize, Serialize};
 
 /// The config file read when `--config` is not given, if it exists.
@@ -45,6 +46,8 @@ pub(crate) struct Config {
     pub store: StoreConfig,
     /// Stream processing: validation, intervals, windows, anomalies.
     pub pipeline: PipelineConfig,
+    /// Alert delivery: webhooks, retries, reminders, the SSRF guard.
+    pub webhooks: WebhooksConfig,
 }
 
 impl Default for Config {
@@ -60,6 +63,7 @@ impl Default for Config {
             lake: LakeConfig::default(),
             store: StoreConfig::default(),
             pipeline: PipelineConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -152,6 +156,7 @@ impl Config {
             .validate()
             .and_then(|()| config.lake.etl.validate())
             .and_then(|()| config.http.query.validate())
+            .and_then(|()| config.webhooks.validate().map_err(|e| e.to_string()))
             .and_then(|()| {
                 if config.lake.etl.delete_grace < config.http.query.timeout {
                     // A query could otherwise lose a file it listed.

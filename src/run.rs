@@ -41,8 +41,8 @@ pub(crate) enum Role {
     Etl,
     /// SQL over HTTP (`POST /api/v1/query`).
     Api,
-    /// The alert store: the `alerts` topic's lifecycle kept in the SQL store
-    /// (`/api/v1/alerts`).
+    /// The alert store and alert delivery: the `alerts` topic's lifecycle kept in the SQL
+    /// store (`/api/v1/alerts`), webhook delivery of its events, and reminders.
     Alerts,
 }
 
@@ -201,6 +201,10 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
         bus: bus.clone(),
         topics: config.bus.topics.clone(),
         max_body_bytes: config.http.max_body_bytes,
+        webhooks: meterstack_api::WebhookSettings {
+            egress: Arc::new(config.webhooks.egress()),
+            rotation_overlap: config.webhooks.rotation_overlap,
+        },
     };
     let server = config
         .http
@@ -243,9 +247,19 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
             topic: config.bus.topics.alerts.clone(),
             store: store.clone(),
         };
+        let dispatcher = config
+            .webhooks
+            .build(store.clone())
+            .context("cannot start webhook delivery")?;
         health.set_ready("alerts", true);
         tasks.push(Task::spawn("alert store", |stop| {
             tokio::spawn(async move { recorder.run(stop).await.map_err(anyhow::Error::from) })
+        }));
+        tasks.push(Task::spawn("webhook delivery", |stop| {
+            tokio::spawn(async move {
+                dispatcher.run(stop).await;
+                Ok(())
+            })
         }));
     }
     if roles.contains(&Role::Etl) {

@@ -13,6 +13,7 @@ mod error;
 mod keys;
 mod meters;
 pub mod query;
+mod subscriptions;
 mod tls;
 
 pub use config::{HttpConfig, HttpTlsConfig, QueryConfig};
@@ -57,6 +58,17 @@ pub struct AppState {
     pub topics: TopicNames,
     /// Largest request body accepted (`http.max_body_bytes`).
     pub max_body_bytes: usize,
+    /// What webhook subscriptions may target, and secret rotation.
+    pub webhooks: WebhookSettings,
+}
+
+/// The webhook settings the API applies to subscriptions.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookSettings {
+    /// The SSRF guard for target URLs.
+    pub egress: Arc<meterstack_core::egress::EgressPolicy>,
+    /// How long the previous secret keeps signing after a rotation.
+    pub rotation_overlap: std::time::Duration,
 }
 
 impl std::fmt::Debug for AppState {
@@ -100,6 +112,33 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
                 post(meters::revoke_certificate),
             )
             .route("/api/v1/alerts", get(alerts::list))
+            .route("/api/v1/alerts/events", get(subscriptions::events))
+            .route(
+                "/api/v1/subscriptions",
+                get(subscriptions::list).post(subscriptions::create),
+            )
+            .route(
+                "/api/v1/subscriptions/{id}",
+                get(subscriptions::show)
+                    .patch(subscriptions::update)
+                    .delete(subscriptions::delete),
+            )
+            .route(
+                "/api/v1/subscriptions/{id}/rotate",
+                post(subscriptions::rotate),
+            )
+            .route(
+                "/api/v1/subscriptions/{id}/replay",
+                post(subscriptions::replay),
+            )
+            .route(
+                "/api/v1/subscriptions/{id}/deliveries",
+                get(subscriptions::deliveries),
+            )
+            .route(
+                "/api/v1/subscriptions/{id}/attempts",
+                get(subscriptions::attempts),
+            )
             .route("/api/v1/alerts/{id}", get(alerts::show))
             .route("/api/v1/alerts/{id}/ack", post(alerts::acknowledge))
             .route("/api/v1/alerts/{id}/resolve", post(alerts::resolve))

@@ -8,6 +8,7 @@
 pub mod backoff;
 pub mod bus;
 pub mod duration;
+pub mod egress;
 pub mod health;
 pub mod metrics;
 pub mod mqtt;

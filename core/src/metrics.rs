@@ -82,6 +82,16 @@ pub const ALERTS_TRANSITIONS: &str = "meterstack_alerts_transitions_total";
 pub const ALERTS_INVALID: &str = "meterstack_alerts_invalid_total";
 /// Failed attempts to store a batch of alert events (retried).
 pub const ALERTS_STORE_ERRORS: &str = "meterstack_alerts_store_errors_total";
+/// Webhook delivery attempts, by `outcome` (delivered, retry, dead, gone).
+pub const WEBHOOK_ATTEMPTS: &str = "meterstack_webhook_attempts_total";
+/// Seconds from an alert event's commit to its delivery's 2xx answer (first attempts).
+pub const WEBHOOK_DELIVERY_SECONDS: &str = "meterstack_webhook_delivery_seconds";
+/// Webhook connections refused by the SSRF guard (a target resolving to a non-public address).
+pub const WEBHOOK_REFUSED: &str = "meterstack_webhook_refused_total";
+/// Reminders sent for alerts left unacknowledged.
+pub const ALERT_REMINDERS: &str = "meterstack_alert_reminders_total";
+/// Dispatcher failures to read or update the outbox (retried).
+pub const WEBHOOK_STORE_ERRORS: &str = "meterstack_webhook_store_errors_total";
 /// Missing intervals the pipeline asked meters to resend.
 pub const PIPELINE_RESEND_REQUESTED: &str = "meterstack_pipeline_resend_requested_intervals_total";
 /// Requested intervals that came back.

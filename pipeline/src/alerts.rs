@@ -45,7 +45,7 @@ pub fn alert_input(a: &Alert) -> AlertInput {
         alert_id: a.alert_id.clone(),
         opened: a.event == AlertEvent::Opened,
         alert_type: name(serde_json::to_value(a.kind)),
-        severity: name(serde_json::to_value(a.severity)),
+        severity: a.severity.as_str().to_owned(),
         meter_id: a.meter_id.clone(),
         feeder: a.feeder.clone(),
         start: a.start,

@@ -13,7 +13,8 @@
 //! | windows | [`windows`] | event-time windows with watermarks, allowed lateness and revisions |
 //! | anomalies | [`anomaly`] | alert lifecycle and per-meter baselines |
 //!
-//! [`alerts::AlertRecorder`] keeps the `alerts` topic's lifecycle in the SQL store.
+//! [`alerts::AlertRecorder`] keeps the `alerts` topic's lifecycle in the SQL store;
+//! [`webhooks::Dispatcher`] delivers its events to webhook subscribers and sends reminders.
 //!
 //! [`processor::Processor`] wires the stages per meter and per feeder; [`runner`] runs it on
 //! the bus with checkpoints. The processor is deterministic, so `meterstack eval` and the golden
@@ -28,6 +29,7 @@ pub mod processor;
 pub mod registry;
 pub mod runner;
 pub mod vee;
+pub mod webhooks;
 pub mod windows;
 
 pub use config::PipelineConfig;

@@ -331,19 +331,7 @@ impl AlertType {
     }
 }
 
-/// Alert severity, most urgent first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// Many customers affected.
-    Critical,
-    /// Grid quality, tamper or billing at risk.
-    Major,
-    /// One meter needs a look.
-    Minor,
-    /// Informational.
-    Warning,
-}
+pub use meterstack_core::store::alerts::Severity;
 
 /// A step of an alert's lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

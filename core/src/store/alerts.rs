@@ -12,6 +12,7 @@ use sqlx::AssertSqlSafe;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::webhooks::append_event;
 use super::{Result, SqlStore, StoreError, from_micros, now_micros};
 
 /// Where an alert is in its lifecycle.
@@ -48,6 +49,47 @@ impl AlertState {
                 )));
             }
         })
+    }
+}
+
+/// Alert severity, most urgent first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Many customers affected.
+    Critical,
+    /// Grid quality, tamper or billing at risk.
+    Major,
+    /// One meter needs a look.
+    Minor,
+    /// Informational.
+    Warning,
+}
+
+impl Severity {
+    /// Every severity, most urgent first.
+    pub const ALL: [Severity; 4] = [Self::Critical, Self::Major, Self::Minor, Self::Warning];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Critical => "critical",
+            Self::Major => "major",
+            Self::Minor => "minor",
+            Self::Warning => "warning",
+        }
+    }
+
+    /// Parses a stored or requested name.
+    pub fn parse(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "severity must be critical, major, minor or warning, not {s:?}"
+                ))
+            })
     }
 }
 
@@ -122,6 +164,8 @@ pub enum Transition {
     Acknowledged,
     /// → resolved.
     Resolved,
+    /// No change: a reminder that the alert is still unacknowledged (escalation).
+    Reminder,
 }
 
 /// Filters of [`SqlStore::list_alerts`] (`GET /api/v1/alerts`); newest first.
@@ -254,7 +298,13 @@ impl SqlStore {
             Some(t) => fetch(&mut *tx, &input.alert_id).await?.map(|a| (a, t)),
             None => None,
         };
+        if let Some((alert, t)) = &result {
+            append_event(&mut tx, alert, *t).await?;
+        }
         tx.commit().await?;
+        if result.is_some() {
+            self.notify();
+        }
         Ok(result)
     }
 
@@ -319,7 +369,13 @@ impl SqlStore {
         let alert = fetch(&mut *tx, alert_id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("alert {alert_id}")))?;
+        if let Some(t) = transition {
+            append_event(&mut tx, &alert, t).await?;
+        }
         tx.commit().await?;
+        if transition.is_some() {
+            self.notify();
+        }
         Ok((alert, transition))
     }
 

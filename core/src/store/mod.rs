@@ -1,5 +1,5 @@
-//! The SQL store: the meter registry, meter credentials and connectivity, API keys, and
-//! alerts with their lifecycle.
+//! The SQL store: the meter registry, meter credentials and connectivity, API keys,
+//! alerts with their lifecycle, and alert delivery (event feed, subscriptions, outbox).
 //!
 //! One implementation over sqlx's `Any` driver: SQLite (default, a file in the data
 //! directory) or PostgreSQL (`store.url = "postgres://…"`), with the same migrations
@@ -13,6 +13,7 @@ pub mod meters;
 pub mod secret;
 #[cfg(test)]
 mod tests;
+pub mod webhooks;
 
 use std::path::Path;
 use std::time::Duration;
@@ -80,6 +81,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    /// Bumped after every commit that appends alert events or queues deliveries, so waiters
+    /// in this process (the pull API, the webhook dispatcher) wake at once.
+    changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -124,7 +128,10 @@ impl StoreConfig {
             .await
             .map_err(connect_error)?;
         MIGRATOR.run(&pool).await?;
-        Ok(SqlStore { pool })
+        Ok(SqlStore {
+            pool,
+            changes: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+        })
     }
 }
 
@@ -132,6 +139,16 @@ impl SqlStore {
     /// The connection pool, for queries of other modules.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Wakes this process's waiters for alert events and deliveries.
+    pub(crate) fn notify(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that changes whenever this process commits alert events or deliveries.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Closes every pooled connection.

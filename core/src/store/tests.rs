@@ -449,6 +449,149 @@ macro_rules! suite {
                 };
                 assert_eq!(ids(store.list_alerts(&window).await.unwrap()), ["a4", "a3"]);
             }
+
+            #[tokio::test]
+            async fn events_feed_the_outbox_of_matching_subscriptions() {
+                use std::time::Duration;
+                use crate::store::alerts::{AlertInput, Severity};
+                use crate::store::webhooks::{
+                    AttemptOutcome, AttemptRecord, DeliveryState, SubscriptionFilter,
+                };
+                let (_d, store) = open().await;
+                let input = |id: &str, kind: &str, severity: &str, meter: &str, opened: bool| AlertInput {
+                    alert_id: id.into(),
+                    opened,
+                    alert_type: kind.into(),
+                    severity: severity.into(),
+                    meter_id: Some(meter.into()),
+                    feeder: Some("F1".into()),
+                    start: Utc::now(),
+                    end: None,
+                    at: Utc::now(),
+                    evidence: serde_json::json!({}),
+                };
+                let (all, secret) = store
+                    .create_subscription("https://a.example/hook", "all", &SubscriptionFilter::default(), "ops")
+                    .await
+                    .unwrap();
+                assert!(secret.starts_with("whsec_") && secret.len() > 40);
+                let major = SubscriptionFilter {
+                    min_severity: Some(Severity::Major),
+                    meters: vec!["m-1".into()],
+                    ..SubscriptionFilter::default()
+                };
+                let (picky, _) = store
+                    .create_subscription("https://b.example/hook", "m-1 major+", &major, "ops")
+                    .await
+                    .unwrap();
+
+                store.record_alert(&input("x1", "voltage_swell", "major", "m-1", true)).await.unwrap().unwrap();
+                store.record_alert(&input("x2", "meter_silent", "minor", "m-1", true)).await.unwrap().unwrap();
+                store.record_alert(&input("x3", "voltage_swell", "major", "m-2", true)).await.unwrap().unwrap();
+                // A repeat appends nothing.
+                assert!(store.record_alert(&input("x1", "voltage_swell", "major", "m-1", true)).await.unwrap().is_none());
+                store.acknowledge_alert("x1", "ops").await.unwrap();
+
+                let page = store.events_after(0, 100).await.unwrap();
+                let kinds: Vec<_> = page.events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
+                assert_eq!(kinds, ["alert.opened", "alert.opened", "alert.opened", "alert.acknowledged"]);
+                assert_eq!(page.next, 4);
+                assert_eq!(page.events[3]["data"]["alert"]["state"], "acknowledged");
+                assert!(store.events_after(4, 100).await.unwrap().events.is_empty());
+                // A long poll returns as soon as an event commits.
+                let waiter = {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        store.wait_events(4, 10, Duration::from_secs(20), Duration::from_secs(5)).await
+                    })
+                };
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                store.resolve_alert("x2", "ops").await.unwrap();
+                let woke = tokio::time::timeout(Duration::from_secs(3), waiter).await.unwrap().unwrap().unwrap();
+                assert_eq!(woke.events[0]["type"], "alert.resolved");
+                assert_eq!(woke.next, 5);
+
+                let count = |sub: &str, state| {
+                    let store = store.clone();
+                    let sub = sub.to_owned();
+                    async move { store.list_deliveries(&sub, state, None, 100).await.unwrap().len() }
+                };
+                assert_eq!(count(&all.subscription_id, None).await, 5);
+                // Major and above, meter m-1 only: x1 opened and acknowledged.
+                assert_eq!(count(&picky.subscription_id, None).await, 2);
+
+                // Attempts: a failure with a retry, then success.
+                let due = store.due_deliveries(Utc::now(), None, 100).await.unwrap();
+                assert_eq!(due.len(), 7);
+                assert_eq!(store.due_subscriptions(Utc::now()).await.unwrap().len(), 2);
+                let mine = store.due_deliveries(Utc::now(), Some(&picky.subscription_id), 100).await.unwrap();
+                assert_eq!(mine.len(), 2);
+                // A claim holds a delivery until its lease ends; a second claim fails.
+                assert!(store.claim(&mine[1], Utc::now() + TimeDelta::seconds(30)).await.unwrap());
+                assert!(!store.claim(&mine[1], Utc::now() + TimeDelta::seconds(30)).await.unwrap());
+                assert_eq!(store.due_deliveries(Utc::now(), Some(&picky.subscription_id), 100).await.unwrap().len(), 1);
+                let job = due.iter().find(|j| j.subscription_id == picky.subscription_id).unwrap().clone();
+                assert_eq!(job.secrets.len(), 1);
+                let later = Utc::now() + TimeDelta::seconds(60);
+                store.record_attempt(&job, &AttemptRecord {
+                    at: Utc::now(), status: Some(503), latency: Duration::from_millis(12),
+                    error: Some("503 Service Unavailable".into()), outcome: AttemptOutcome::Retry(later),
+                }).await.unwrap();
+                assert!(store.due_deliveries(Utc::now(), None, 100).await.unwrap().iter().all(|j| j.seq != job.seq || j.subscription_id != job.subscription_id));
+                let retry = store.due_deliveries(later, None, 100).await.unwrap().into_iter()
+                    .find(|j| j.seq == job.seq && j.subscription_id == job.subscription_id).unwrap();
+                assert_eq!(retry.attempts, 1);
+                store.record_attempt(&retry, &AttemptRecord {
+                    at: Utc::now(), status: Some(200), latency: Duration::from_millis(3),
+                    error: None, outcome: AttemptOutcome::Delivered,
+                }).await.unwrap();
+                let log = store.list_attempts(&picky.subscription_id, Some(job.seq), None, 10).await.unwrap();
+                assert_eq!(log.iter().map(|a| (a.attempt, a.status)).collect::<Vec<_>>(), [(2, Some(200)), (1, Some(503))]);
+                assert_eq!(count(&picky.subscription_id, Some(DeliveryState::Delivered)).await, 1);
+
+                // Out of attempts: a dead letter, which replay queues again.
+                let other = store.due_deliveries(Utc::now() + TimeDelta::seconds(31), None, 100).await.unwrap().into_iter()
+                    .find(|j| j.subscription_id == picky.subscription_id).unwrap();
+                store.record_attempt(&other, &AttemptRecord {
+                    at: Utc::now(), status: None, latency: Duration::from_secs(10),
+                    error: Some("timed out".into()), outcome: AttemptOutcome::Dead,
+                }).await.unwrap();
+                assert_eq!(count(&picky.subscription_id, Some(DeliveryState::Dead)).await, 1);
+                let n = store.replay(&picky.subscription_id, Utc::now() - TimeDelta::hours(1)).await.unwrap();
+                assert_eq!(n, 1);
+                assert_eq!(count(&picky.subscription_id, Some(DeliveryState::Pending)).await, 1);
+
+                // Rotation: both secrets sign during the overlap.
+                let (_, new_secret) = store.rotate_secret(&picky.subscription_id, Duration::from_secs(3600)).await.unwrap();
+                let job = store.due_deliveries(Utc::now(), None, 100).await.unwrap().into_iter()
+                    .find(|j| j.subscription_id == picky.subscription_id).unwrap();
+                assert_eq!(job.secrets.len(), 2);
+                assert_eq!(job.secrets[0], new_secret);
+
+                // 410 Gone disables the subscription and kills its pending deliveries.
+                store.record_attempt(&job, &AttemptRecord {
+                    at: Utc::now(), status: Some(410), latency: Duration::from_millis(1),
+                    error: Some("410 Gone".into()), outcome: AttemptOutcome::Gone("the receiver answered 410 Gone".into()),
+                }).await.unwrap();
+                let sub = store.subscription(&picky.subscription_id).await.unwrap();
+                assert!(!sub.enabled);
+                assert_eq!(count(&picky.subscription_id, Some(DeliveryState::Pending)).await, 0);
+                assert!(matches!(store.replay(&picky.subscription_id, Utc::now()).await, Err(StoreError::Conflict(_))));
+
+                // Reminders: open alerts older than their severity's time, once per period.
+                let due = store.due_reminders(Utc::now() + TimeDelta::minutes(20), |s| {
+                    (s == Severity::Minor || s == Severity::Major).then_some(Duration::from_secs(600))
+                }).await.unwrap();
+                let ids: Vec<_> = due.iter().map(|(a, _)| a.alert_id.clone()).collect();
+                assert_eq!(ids, ["x3"], "x1 is acknowledged, x2 resolved");
+                assert!(store.remind(&due[0].0, due[0].1).await.unwrap());
+                assert!(!store.remind(&due[0].0, due[0].1).await.unwrap(), "claimed once");
+                let last = store.events_after(5, 10).await.unwrap();
+                assert_eq!(last.events[0]["type"], "alert.reminder");
+
+                store.delete_subscription(&all.subscription_id).await.unwrap();
+                assert!(matches!(store.subscription(&all.subscription_id).await, Err(StoreError::NotFound(_))));
+            }
         }
     };
 }
