@@ -22,3 +22,4 @@ mod path;
 mod query;
 mod shutdown;
 mod simulate;
+mod webhooks;

@@ -332,7 +332,8 @@ impl Dispatcher {
             AttemptOutcome::Gone(_) => "gone",
         };
         metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => label).increment(1);
-        if outcome == AttemptOutcome::Delivered && job.attempts == 0 {
+        // First attempts of fresh events (not retries, not replays).
+        if outcome == AttemptOutcome::Delivered && job.due_at == job.queued_at.timestamp_micros() {
             let since = (Utc::now() - job.queued_at).to_std().unwrap_or_default();
             metrics::histogram!(m::WEBHOOK_DELIVERY_SECONDS).record(since.as_secs_f64());
         }
