@@ -14,6 +14,7 @@ use crate::config::Config;
 mod server;
 mod sql;
 mod suite;
+mod webhooks;
 
 use server::Server;
 
@@ -64,6 +65,23 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value = "bench-analytics.json")]
         out: std::path::PathBuf,
     },
+    /// Publish → webhook latency: `--rate` readings/s from `--meters` simulated meters for
+    /// `--seconds`, with `--anomalies` anomalous readings a second for fresh meters, each
+    /// timed from its publish to its webhook at a receiver in this process.
+    Webhooks {
+        /// Background readings per second
+        #[arg(long, default_value_t = 10_000.0)]
+        rate: f64,
+        /// Simulated meters giving them
+        #[arg(long, default_value_t = 1000)]
+        meters: usize,
+        /// Seconds of anomalies (after a 5 s warm-up)
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Anomalous readings per second
+        #[arg(long, default_value_t = 10)]
+        anomalies: u32,
+    },
     /// Simultaneous meter connections: starts `meterstack up --dev` on loopback (data in a
     /// temporary directory), opens `--connections` MQTT connections to it and holds them,
     /// and reports the server's resident memory before and after, per connection.
@@ -100,6 +118,16 @@ pub(crate) async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> 
             }
             std::fs::write(&out, serde_json::to_string_pretty(&set)?)?;
             println!("results: {}", out.display());
+            Ok(())
+        }
+        BenchCommand::Webhooks {
+            rate,
+            meters,
+            seconds,
+            anomalies,
+        } => {
+            let r = webhooks::run(rate, meters, seconds, anomalies).await?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }
         BenchCommand::Connections {

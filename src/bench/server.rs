@@ -119,6 +119,31 @@ impl Server {
         .await?
     }
 
+    /// `POST path` with a JSON body and the admin key; returns the JSON answer.
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let (agent, url, key, body) = (
+            self.agent.clone(),
+            format!("{}{path}", self.http),
+            self.key.clone(),
+            body.to_string(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let mut resp = agent
+                .post(&url)
+                .header("Authorization", format!("Bearer {key}"))
+                .header("Content-Type", "application/json")
+                .send(&body)?;
+            let text = resp.body_mut().read_to_string()?;
+            anyhow::ensure!(
+                resp.status().is_success(),
+                "{url}: {} {text}",
+                resp.status()
+            );
+            Ok(serde_json::from_str(&text)?)
+        })
+        .await?
+    }
+
     /// `count(*)` of `raw_readings` with an optional WHERE clause.
     pub(crate) async fn count(&self, filter: &str) -> anyhow::Result<u64> {
         let (rows, _) = self

@@ -77,19 +77,28 @@ struct Ingest {
     rss_per_connection_kb: f64,
 }
 
-/// Load from `meters` simulated meters on `mqtt` for `seconds`; returns (acked readings,
+/// Load from `meters` simulated meters on `mqtt` for `seconds`, at `speed` simulated
+/// seconds per second (`f64::INFINITY`: as fast as they can); returns (acked readings,
 /// seconds from start to the last acknowledgement).
-async fn load(mqtt: &str, meters: usize, seconds: u64, prefix: &str) -> anyhow::Result<(u64, f64)> {
+pub(super) async fn load(
+    mqtt: &str,
+    meters: usize,
+    seconds: u64,
+    prefix: &str,
+    speed: f64,
+) -> anyhow::Result<(u64, f64)> {
+    let speed = speed.min(1e12);
+    // Far enough back that the meters never catch up with the clock.
+    let behind = (speed * seconds as f64).min(5.0 * 365.0 * 86_400.0) as i64 + 86_400;
     let sim = SimConfig {
         fleet: FleetConfig {
             meters,
             id_prefix: prefix.into(),
             ..FleetConfig::default()
         },
-        speed: 1e12,
+        speed,
         mqtt: mqtt.into(),
-        // Far enough back that the meters never catch up with the clock.
-        start: Some(Utc::now() - TimeDelta::days(5 * 365)),
+        start: Some(Utc::now() - TimeDelta::seconds(behind)),
         faults: FaultConfig::none(),
         ..SimConfig::default()
     };
@@ -155,7 +164,7 @@ async fn ingest_run(meters: usize, seconds: u64) -> anyhow::Result<Ingest> {
             }
         }
     });
-    let (acked, publish_s) = load(&server.mqtt, meters, seconds, "b-").await?;
+    let (acked, publish_s) = load(&server.mqtt, meters, seconds, "b-", f64::INFINITY).await?;
     // Until every acknowledged reading is visible, or the count has not moved for 10 s (the
     // sink flushes every 5 s): readings the broker acknowledged but the bridge could not move
     // to the bus before rumqttd's log overwrote them are reported as lost, not hidden.
@@ -227,7 +236,7 @@ async fn mosquitto_run(meters: usize, seconds: u64) -> anyhow::Result<f64> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let result = load(&addr, meters, seconds, "b-").await;
+    let result = load(&addr, meters, seconds, "b-", f64::INFINITY).await;
     let _ = child.start_kill();
     let _ = child.wait().await;
     let (acked, s) = result?;
@@ -367,10 +376,32 @@ pub(crate) async fn run(mut args: SuiteArgs) -> anyhow::Result<()> {
         "{:<46} {:>14}",
         "publish → WebSocket p50/p99", "not yet (#9)"
     ));
+    let (rate, meters, secs, per_s) = if args.quick {
+        (1000.0, 100, 3, 5)
+    } else {
+        (10_000.0, 1000, 60, 10)
+    };
+    let mut hooks = Vec::new();
+    for _ in 0..args.runs {
+        hooks.push(super::webhooks::run(rate, meters, secs, per_s).await?);
+    }
+    let hm = |f: fn(&super::webhooks::WebhookLatency) -> f64| median(hooks.iter().map(f).collect());
     table.push(format!(
         "{:<46} {:>14}",
-        "publish → webhook p50/p99", "not yet (#8)"
+        format!("publish → webhook p50/p99 ms, {rate:.0} readings/s"),
+        format!("{:.1}/{:.1}", hm(|h| h.p50_ms), hm(|h| h.p99_ms))
     ));
+    table.push(format!(
+        "{:<46} {:>14}",
+        "  delivered/anomalies, readings/s achieved",
+        format!(
+            "{}/{} {:.0}",
+            hooks.iter().map(|h| h.delivered).sum::<usize>(),
+            hooks.iter().map(|h| h.anomalies).sum::<usize>(),
+            hm(|h| h.readings_per_s)
+        )
+    ));
+    report["webhooks"] = json!(hooks);
     let runs = args.runs.max(if args.quick { 1 } else { 5 });
     let sql = super::sql::raw_set(args.sql_meters, args.sql_days, runs).await?;
     let geomean = push_sql(
