@@ -24,7 +24,7 @@ pub(crate) fn init_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    const COUNTERS: [(&str, &str); 25] = [
+    const COUNTERS: [(&str, &str); 32] = [
         (
             m::MQTT_REFUSED,
             "MQTT connections, publishes and subscriptions refused by the gate, by reason",
@@ -103,6 +103,34 @@ pub(crate) fn init_metrics() -> anyhow::Result<PrometheusHandle> {
             "Damaged records skipped in the embedded bus, by topic",
         ),
         (m::QUERIES, "SQL queries answered, by outcome"),
+        (
+            m::ALERTS_TRANSITIONS,
+            "Alert lifecycle changes stored, by transition",
+        ),
+        (
+            m::ALERTS_INVALID,
+            "Records on the alerts topic that are not alert events (skipped)",
+        ),
+        (
+            m::ALERTS_STORE_ERRORS,
+            "Failed attempts to store a batch of alert events (retried)",
+        ),
+        (
+            m::WEBHOOK_ATTEMPTS,
+            "Webhook delivery attempts, by outcome (delivered, retry, dead, gone)",
+        ),
+        (
+            m::WEBHOOK_REFUSED,
+            "Webhook connections refused by the SSRF guard",
+        ),
+        (
+            m::WEBHOOK_STORE_ERRORS,
+            "Failed reads or updates of the webhook outbox (retried)",
+        ),
+        (
+            m::ALERT_REMINDERS,
+            "Reminders sent for unacknowledged alerts, by severity",
+        ),
         (m::HTTP_REQUESTS, "HTTP requests, by status class"),
     ];
     metrics::describe_gauge!(m::MQTT_CONNECTIONS, "Meter connections open now");
@@ -118,6 +146,11 @@ pub(crate) fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         m::BRIDGE_APPEND_SECONDS,
         "Seconds acknowledged MQTT messages wait in the broker before the bus holds them"
     );
+    metrics::describe_histogram!(
+        m::WEBHOOK_DELIVERY_SECONDS,
+        "Seconds from an alert event's commit to the 2xx answer of its first delivery attempt"
+    );
+    metrics::counter!(m::WEBHOOK_REFUSED).absolute(0);
     metrics::describe_gauge!(
         m::BRIDGE_BACKLOG_BYTES,
         "Bytes of meter publishes in the broker that the bridge has not yet put on the bus"

@@ -60,7 +60,8 @@ pub(crate) async fn resolve(
     answer(&id, result)
 }
 
-fn who(key: Option<axum::Extension<ApiKey>>) -> String {
+/// Who acted: the API key as `name (key_id)`.
+pub(crate) fn who(key: Option<axum::Extension<ApiKey>>) -> String {
     key.map_or_else(
         || "unknown".to_owned(),
         |axum::Extension(k)| format!("{} ({})", k.name, k.key_id),

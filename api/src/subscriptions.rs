@@ -16,6 +16,7 @@ use meterstack_core::store::webhooks::{DeliveryState, SubscriptionFilter, Subscr
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::alerts::who;
 use crate::error::{bad_request, store_error};
 use crate::{ApiError, AppState};
 
@@ -38,13 +39,6 @@ pub(crate) struct NewSubscription {
 
 fn refused(e: EgressError) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_target", e.to_string())
-}
-
-fn who(key: Option<axum::Extension<ApiKey>>) -> String {
-    key.map_or_else(
-        || "unknown".to_owned(),
-        |axum::Extension(k)| format!("{} ({})", k.name, k.key_id),
-    )
 }
 
 pub(crate) async fn create(

@@ -247,7 +247,7 @@ impl SqlStore {
             .ok_or_else(|| StoreError::Invalid("an alert needs a meter or a feeder".into()))?;
         let now = now_micros();
         let evidence = input.evidence.to_string();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let existing = fetch(&mut *tx, &input.alert_id).await?;
         let transition = match (&existing, input.opened) {
             (Some(_), true) => None,
@@ -334,7 +334,7 @@ impl SqlStore {
         by: &str,
         to: AlertState,
     ) -> Result<(StoredAlert, Option<Transition>)> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let alert = fetch(&mut *tx, alert_id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("alert {alert_id}")))?;

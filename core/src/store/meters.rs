@@ -471,7 +471,7 @@ impl SqlStore {
         fields.validate()?;
         let mut meter = blank(meter_id);
         apply(&mut meter, fields);
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         if exists(&mut tx, meter_id).await? {
             return Err(StoreError::Conflict(format!("meter {meter_id}")));
         }
@@ -483,7 +483,7 @@ impl SqlStore {
     /// Changes the given fields of a meter; `NotFound` if it is not registered.
     pub async fn update_meter(&self, meter_id: &MeterId, fields: &MeterFields) -> Result<Meter> {
         fields.validate()?;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {METER_COLUMNS} FROM meters WHERE meter_id = $1"
         )))
@@ -505,7 +505,7 @@ impl SqlStore {
         for (_, f) in rows {
             f.validate()?;
         }
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let (mut created, mut updated) = (0, 0);
         for (meter_id, fields) in rows {
             let row = sqlx::query(AssertSqlSafe(format!(
@@ -578,7 +578,7 @@ impl SqlStore {
     /// Removes a meter with its connectivity and certificate records; false if it was not
     /// registered.
     pub async fn delete_meter(&self, meter_id: &MeterId) -> Result<bool> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         for table in ["meter_connectivity", "meter_certificates"] {
             sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE meter_id = $1"
@@ -750,7 +750,7 @@ impl SqlStore {
 
     /// Records traffic: `last_seen` only moves forward.
     pub async fn record_seen(&self, seen: &[(MeterId, DateTime<Utc>)]) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         for (meter_id, at) in seen {
             sqlx::query(
                 "UPDATE meter_connectivity SET last_seen = $1 \

@@ -81,6 +81,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    /// SQLite (else PostgreSQL).
+    sqlite: bool,
     /// Bumped after every commit that appends alert events or queues deliveries, so waiters
     /// in this process (the pull API, the webhook dispatcher) wake at once.
     changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
@@ -130,6 +132,7 @@ impl StoreConfig {
         MIGRATOR.run(&pool).await?;
         Ok(SqlStore {
             pool,
+            sqlite,
             changes: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
         })
     }
@@ -139,6 +142,17 @@ impl SqlStore {
     /// The connection pool, for queries of other modules.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Begins a transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so it waits for other writers (the busy timeout) instead of
+    /// failing with SQLITE_BUSY when it reads first and another writer commits meanwhile.
+    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(if self.sqlite {
+            self.pool.begin_with("BEGIN IMMEDIATE").await?
+        } else {
+            self.pool.begin().await?
+        })
     }
 
     /// Wakes this process's waiters for alert events and deliveries.

@@ -452,7 +452,7 @@ impl SqlStore {
 
     /// Deletes a subscription with its outbox rows and delivery log.
     pub async fn delete_subscription(&self, id: &str) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         for table in ["deliveries", "delivery_attempts"] {
             sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE subscription_id = $1"
@@ -614,7 +614,7 @@ impl SqlStore {
     pub async fn record_attempt(&self, job: &Job, record: &AttemptRecord) -> Result<()> {
         let attempt = job.attempts + 1;
         let now = now_micros();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO delivery_attempts (subscription_id, seq, attempt, at, status, latency_us, error) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         )
@@ -829,7 +829,7 @@ impl SqlStore {
     /// did.
     pub async fn remind(&self, alert: &StoredAlert, since: i64) -> Result<bool> {
         let now = now_micros();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let claimed = sqlx::query(
             "UPDATE alerts SET reminded_at = $1 WHERE alert_id = $2 AND state = 'open' AND COALESCE(reminded_at, opened_at) = $3",
         )
