@@ -94,12 +94,24 @@ impl Server {
 
     /// Runs `sql` through `POST /api/v1/query`; returns the rows and the time it took.
     pub(crate) async fn query(&self, sql: &str) -> anyhow::Result<(Value, Duration)> {
-        let (agent, url, key) = (
+        self.post_timed("/api/v1/query", &serde_json::json!({ "sql": sql }))
+            .await
+    }
+
+    /// `POST path` with a JSON body and the admin key; returns the JSON answer.
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        Ok(self.post_timed(path, body).await?.0)
+    }
+
+    /// `POST path` with a JSON body and the admin key; returns the JSON answer and the time
+    /// from sending to the end of the answer.
+    async fn post_timed(&self, path: &str, body: &Value) -> anyhow::Result<(Value, Duration)> {
+        let (agent, url, key, body) = (
             self.agent.clone(),
-            format!("{}/api/v1/query", self.http),
+            format!("{}{path}", self.http),
             self.key.clone(),
+            body.to_string(),
         );
-        let body = serde_json::json!({ "sql": sql }).to_string();
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let mut resp = agent
@@ -110,36 +122,11 @@ impl Server {
             let text = resp.body_mut().read_to_string()?;
             let took = started.elapsed();
             anyhow::ensure!(
-                resp.status() == 200,
-                "query failed ({}): {text}",
+                resp.status().is_success(),
+                "{url} failed ({}): {text}",
                 resp.status()
             );
             Ok((serde_json::from_str(&text)?, took))
-        })
-        .await?
-    }
-
-    /// `POST path` with a JSON body and the admin key; returns the JSON answer.
-    pub(crate) async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let (agent, url, key, body) = (
-            self.agent.clone(),
-            format!("{}{path}", self.http),
-            self.key.clone(),
-            body.to_string(),
-        );
-        tokio::task::spawn_blocking(move || {
-            let mut resp = agent
-                .post(&url)
-                .header("Authorization", format!("Bearer {key}"))
-                .header("Content-Type", "application/json")
-                .send(&body)?;
-            let text = resp.body_mut().read_to_string()?;
-            anyhow::ensure!(
-                resp.status().is_success(),
-                "{url}: {} {text}",
-                resp.status()
-            );
-            Ok(serde_json::from_str(&text)?)
         })
         .await?
     }

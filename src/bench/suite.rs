@@ -245,32 +245,13 @@ async fn mosquitto_run(meters: usize, seconds: u64) -> anyhow::Result<f64> {
 
 /// Seconds from publishing one reading into an idle system to SQL seeing it.
 async fn freshness(samples: usize) -> anyhow::Result<Vec<f64>> {
-    use meterstack_core::mqtt::{self, Connect};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir()?;
     let server = Server::start(&dir.path().join("data"), &[]).await?;
     let mut out = Vec::new();
     for i in 0..samples {
         let meter = format!("fresh-{i}");
-        let mut stream = tokio::net::TcpStream::connect(&server.mqtt).await?;
-        stream
-            .write_all(&Connect::new(&meter, true, 60).encode())
-            .await?;
-        let mut connack = [0u8; 4];
-        stream.read_exact(&mut connack).await?;
-        anyhow::ensure!(connack[3] == 0, "CONNACK {connack:?}");
         let payload = format!(r#"{{"ts":"{}","import_wh":{i}}}"#, Utc::now().to_rfc3339());
-        let mut packet = bytes::BytesMut::new();
-        mqtt::put_publish(
-            &mut packet,
-            &format!("meters/{meter}/readings"),
-            Some(1),
-            payload.as_bytes(),
-        );
-        let started = Instant::now();
-        stream.write_all(&packet).await?;
-        let mut puback = [0u8; 4];
-        stream.read_exact(&mut puback).await?;
+        let started = super::webhooks::publish_once(&server.mqtt, &meter, &payload).await?;
         loop {
             if server.count(&format!("WHERE meter_id = '{meter}'")).await? > 0 {
                 break;

@@ -47,9 +47,13 @@ async fn receive(State(arrivals): State<Arrivals>, body: String) -> &'static str
     "ok"
 }
 
-/// Publishes one anomalous reading as meter `meter`; returns the instant just before the
-/// PUBLISH was written.
-async fn anomaly(mqtt_addr: &str, meter: &str) -> anyhow::Result<Instant> {
+/// Connects as meter `meter`, publishes `payload` on its readings topic (QoS 1) and waits for
+/// the PUBACK; returns the instant just before the PUBLISH was written.
+pub(super) async fn publish_once(
+    mqtt_addr: &str,
+    meter: &str,
+    payload: &str,
+) -> anyhow::Result<Instant> {
     let mut stream = tokio::net::TcpStream::connect(mqtt_addr).await?;
     stream.set_nodelay(true)?;
     stream
@@ -58,10 +62,6 @@ async fn anomaly(mqtt_addr: &str, meter: &str) -> anyhow::Result<Instant> {
     let mut connack = [0u8; 4];
     stream.read_exact(&mut connack).await?;
     anyhow::ensure!(connack[3] == 0, "CONNACK {connack:?}");
-    let ts = Utc::now()
-        .duration_trunc(TimeDelta::minutes(15))?
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let payload = format!(r#"{{"ts":"{ts}","import_wh":1000,"voltage_v":262}}"#);
     let mut packet = bytes::BytesMut::new();
     mqtt::put_publish(
         &mut packet,
@@ -74,6 +74,15 @@ async fn anomaly(mqtt_addr: &str, meter: &str) -> anyhow::Result<Instant> {
     let mut puback = [0u8; 4];
     stream.read_exact(&mut puback).await?;
     Ok(published)
+}
+
+/// Publishes one anomalous reading (262 V) as meter `meter`.
+async fn anomaly(mqtt_addr: &str, meter: &str) -> anyhow::Result<Instant> {
+    let ts = Utc::now()
+        .duration_trunc(TimeDelta::minutes(15))?
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let payload = format!(r#"{{"ts":"{ts}","import_wh":1000,"voltage_v":262}}"#);
+    publish_once(mqtt_addr, meter, &payload).await
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
