@@ -23,15 +23,13 @@ pub(crate) async fn list(
     filter: Result<Query<AlertFilter>, QueryRejection>,
 ) -> ApiResult {
     let Query(filter) = filter.map_err(bad_request)?;
-    let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = crate::page_size(filter.limit);
     let alerts = state
         .store
         .list_alerts(&filter)
         .await
         .map_err(store_error)?;
-    let next = (alerts.len() == limit as usize)
-        .then(|| alerts.last().map(|a| a.alert_id.clone()))
-        .flatten();
+    let next = crate::next_cursor(&alerts, limit, |a| a.alert_id.clone());
     Ok(Json(json!({ "alerts": alerts, "next": next })).into_response())
 }
 

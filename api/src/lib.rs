@@ -82,6 +82,18 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// The page size of a list endpoint: `limit`, 1–1000, 100 by default.
+pub(crate) fn page_size(limit: Option<u32>) -> u32 {
+    limit.unwrap_or(100).clamp(1, 1000)
+}
+
+/// The `next` cursor of a page of `size`: the last row's, when the page is full.
+pub(crate) fn next_cursor<T, C>(rows: &[T], size: u32, cursor: impl Fn(&T) -> C) -> Option<C> {
+    (rows.len() == size as usize)
+        .then(|| rows.last().map(cursor))
+        .flatten()
+}
+
 /// The API's routes.
 pub fn router(state: AppState, config: &HttpConfig) -> Router {
     use axum::routing::delete;

@@ -35,15 +35,13 @@ pub(crate) async fn list(
     filter: Result<Query<MeterFilter>, QueryRejection>,
 ) -> ApiResult {
     let Query(filter) = filter.map_err(bad_request)?;
-    let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = crate::page_size(filter.limit);
     let meters = state
         .store
         .list_meters(&filter)
         .await
         .map_err(store_error)?;
-    let next = (meters.len() == limit as usize)
-        .then(|| meters.last().map(|m| m.meter_id.to_string()))
-        .flatten();
+    let next = crate::next_cursor(&meters, limit, |m| m.meter_id.to_string());
     Ok(Json(json!({ "meters": meters, "next": next })).into_response())
 }
 

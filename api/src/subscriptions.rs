@@ -149,15 +149,13 @@ pub(crate) async fn deliveries(
     params: Result<Query<DeliveryParams>, QueryRejection>,
 ) -> ApiResult {
     let Query(p) = params.map_err(bad_request)?;
-    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = crate::page_size(p.limit);
     let rows = state
         .store
         .list_deliveries(&id, p.state, p.before, limit)
         .await
         .map_err(store_error)?;
-    let next = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|d| d.seq))
-        .flatten();
+    let next = crate::next_cursor(&rows, limit, |d| d.seq);
     Ok(Json(json!({ "deliveries": rows, "next": next })).into_response())
 }
 
@@ -177,15 +175,13 @@ pub(crate) async fn attempts(
     params: Result<Query<AttemptParams>, QueryRejection>,
 ) -> ApiResult {
     let Query(p) = params.map_err(bad_request)?;
-    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = crate::page_size(p.limit);
     let rows = state
         .store
         .list_attempts(&id, p.seq, p.before, limit)
         .await
         .map_err(store_error)?;
-    let next = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|a| a.at))
-        .flatten();
+    let next = crate::next_cursor(&rows, limit, |a| a.at);
     Ok(Json(json!({ "attempts": rows, "next": next })).into_response())
 }
 
