@@ -156,6 +156,7 @@ impl Config {
             .validate()
             .and_then(|()| config.lake.etl.validate())
             .and_then(|()| config.http.query.validate())
+            .and_then(|()| config.http.live.validate())
             .and_then(|()| config.webhooks.validate().map_err(|e| e.to_string()))
             .and_then(|()| {
                 if config.lake.etl.delete_grace < config.http.query.timeout {

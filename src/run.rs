@@ -205,6 +205,13 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
             egress: Arc::new(config.webhooks.egress()),
             rotation_overlap: config.webhooks.rotation_overlap,
         },
+        live: meterstack_api::live::Hub::new(
+            config.http.live.clone(),
+            bus.clone(),
+            config.bus.topics.clone(),
+            store.clone(),
+            config.pipeline.interval,
+        ),
     };
     let server = config
         .http

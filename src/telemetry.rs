@@ -24,7 +24,7 @@ pub(crate) fn init_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    const COUNTERS: [(&str, &str); 32] = [
+    const COUNTERS: [(&str, &str); 36] = [
         (
             m::MQTT_REFUSED,
             "MQTT connections, publishes and subscriptions refused by the gate, by reason",
@@ -132,7 +132,27 @@ pub(crate) fn init_metrics() -> anyhow::Result<PrometheusHandle> {
             "Reminders sent for unacknowledged alerts, by severity",
         ),
         (m::HTTP_REQUESTS, "HTTP requests, by status class"),
+        (
+            m::LIVE_MESSAGES,
+            "Messages queued to live feed clients, by channel",
+        ),
+        (
+            m::LIVE_DROPPED,
+            "Messages live feed clients lost because they read too slowly",
+        ),
+        (
+            m::LIVE_DISCONNECTS,
+            "Live feed connections ended, by reason (closed, silent, slow, shutdown, full)",
+        ),
+        (
+            m::LIVE_BAD_MESSAGES,
+            "Live feed client messages refused (not JSON, not a request, too large)",
+        ),
     ];
+    metrics::describe_gauge!(m::LIVE_CLIENTS, "Live feed connections open now");
+    metrics::gauge!(m::LIVE_CLIENTS).set(0.0);
+    metrics::counter!(m::LIVE_DROPPED).absolute(0);
+    metrics::counter!(m::LIVE_BAD_MESSAGES).absolute(0);
     metrics::describe_gauge!(m::MQTT_CONNECTIONS, "Meter connections open now");
     for reason in meterstack_broker::REFUSAL_REASONS {
         metrics::counter!(m::MQTT_REFUSED, "reason" => reason).absolute(0);

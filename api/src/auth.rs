@@ -67,6 +67,9 @@ pub const POLICY: &[(Method, &str, Admitted)] = &[
         "/api/v1/subscriptions/{id}/attempts",
         OPERATORS,
     ),
+    (Method::GET, "/api/v1/live", ANY_ROLE),
+    (Method::GET, "/", PUBLIC),
+    (Method::GET, "/assets/{name}", PUBLIC),
     (Method::GET, "/api/v1/keys", ADMINS),
     (Method::POST, "/api/v1/keys", ADMINS),
     (Method::DELETE, "/api/v1/keys/{id}", ADMINS),
@@ -119,12 +122,7 @@ pub(crate) async fn authorize(
     if roles.is_empty() {
         return next.run(request).await;
     }
-    let presented = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|v| v.trim().to_owned());
+    let presented = presented_key(request.headers());
     let method = request.method().clone();
     match check(&state, presented.as_deref(), &method, roles, &route).await {
         Ok(key) => {
@@ -138,6 +136,24 @@ pub(crate) async fn authorize(
             refusal
         }
     }
+}
+
+/// The API key of a request: `Authorization: Bearer <key>`, or, for browsers' WebSockets
+/// (which cannot set headers), the subprotocol `bearer.<key>`.
+fn presented_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    if let Some(v) = headers.get(AUTHORIZATION) {
+        return v
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|v| v.trim().to_owned());
+    }
+    headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix("bearer.").map(str::to_owned))
 }
 
 /// The key of an authorized request, or the refusal to answer.

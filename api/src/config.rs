@@ -15,6 +15,8 @@ pub struct HttpConfig {
     pub query: QueryConfig,
     /// HTTPS.
     pub tls: HttpTlsConfig,
+    /// The live feed (`/api/v1/live`).
+    pub live: crate::live::LiveConfig,
 }
 
 /// Section `[http.tls]`: HTTPS. Off while `cert` is empty.
@@ -41,6 +43,7 @@ impl Default for HttpConfig {
             max_body_bytes: 1024 * 1024,
             query: QueryConfig::default(),
             tls: HttpTlsConfig::default(),
+            live: crate::live::LiveConfig::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod auth;
 mod config;
 mod error;
 mod keys;
+pub mod live;
 mod meters;
 pub mod query;
 mod subscriptions;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// What webhook subscriptions may target, and secret rotation.
     pub webhooks: WebhookSettings,
+    /// The live feed.
+    pub live: live::Hub,
 }
 
 /// The webhook settings the API applies to subscriptions.
@@ -154,6 +157,9 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
             .route("/api/v1/alerts/{id}", get(alerts::show))
             .route("/api/v1/alerts/{id}/ack", post(alerts::acknowledge))
             .route("/api/v1/alerts/{id}/resolve", post(alerts::resolve))
+            .route("/api/v1/live", get(live::upgrade))
+            .route("/", get(live::index))
+            .route("/assets/{name}", get(live::asset))
             .route("/api/v1/keys", get(keys::list).post(keys::create))
             .route("/api/v1/keys/{id}", delete(keys::revoke));
     }
@@ -173,6 +179,7 @@ pub struct Server {
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
+    live: live::Hub,
 }
 
 impl std::fmt::Debug for Server {
@@ -214,6 +221,7 @@ impl HttpConfig {
         Ok(Server {
             listener,
             tls,
+            live: state.live.clone(),
             router: router(state, self),
         })
     }
@@ -233,6 +241,12 @@ impl Server {
     /// Serves until `shutdown` is cancelled, then finishes in-flight requests.
     pub async fn serve(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let addr = self.local_addr()?;
+        // Upgraded connections outlive the server's graceful shutdown: close them here.
+        let (live, stop) = (self.live.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            live.shutdown();
+        });
         match self.tls {
             Some(config) => {
                 info!(%addr, "HTTPS API listening");

@@ -121,3 +121,13 @@ pub const ETL_FILES_DELETED: &str = "meterstack_etl_files_deleted_total";
 pub const ETL_UNREADABLE_FILES: &str = "meterstack_etl_unreadable_files_total";
 /// SQL queries running now (gauge).
 pub const QUERIES_RUNNING: &str = "meterstack_queries_running";
+/// Live feed connections open now (gauge).
+pub const LIVE_CLIENTS: &str = "meterstack_live_clients";
+/// Messages queued to live feed clients, by `channel`.
+pub const LIVE_MESSAGES: &str = "meterstack_live_messages_total";
+/// Messages a live feed client lost because its queue was full.
+pub const LIVE_DROPPED: &str = "meterstack_live_dropped_total";
+/// Live feed connections ended, by `reason` (closed, silent, slow, shutdown, full).
+pub const LIVE_DISCONNECTS: &str = "meterstack_live_disconnects_total";
+/// Live feed client messages refused (not JSON, not a request, too large).
+pub const LIVE_BAD_MESSAGES: &str = "meterstack_live_bad_messages_total";

@@ -17,6 +17,7 @@ mod harness;
 mod identity;
 mod kafka;
 mod lake;
+mod live;
 mod malformed;
 mod path;
 mod query;

@@ -574,10 +574,36 @@ impl Bus for EmbeddedBus {
         Ok(Box::new(EmbeddedSubscription {
             inner: self.inner.clone(),
             topic: topic.to_owned(),
-            group: group.to_owned(),
+            group: Some(group.to_owned()),
             member,
             generation: 0,
             positions: Vec::new(),
+            next_first: 0,
+        }))
+    }
+
+    async fn tail(&self, topic: &str) -> Result<Box<dyn Subscription>> {
+        let inner = self.inner.clone();
+        let t = topic.to_owned();
+        blocking(move || inner.ensure_topic(&t)).await?;
+        let positions = lock(&self.inner.state)
+            .topics
+            .get(topic)
+            .map(|t| {
+                t.parts
+                    .iter()
+                    .enumerate()
+                    .map(|(p, part)| (p as u32, part.end))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Box::new(EmbeddedSubscription {
+            inner: self.inner.clone(),
+            topic: topic.to_owned(),
+            group: None,
+            member: 0,
+            generation: 0,
+            positions,
             next_first: 0,
         }))
     }
@@ -591,7 +617,8 @@ impl Bus for EmbeddedBus {
 struct EmbeddedSubscription {
     inner: Arc<Inner>,
     topic: String,
-    group: String,
+    /// The consumer group; `None` for a [tail](Bus::tail), which reads every partition.
+    group: Option<String>,
     member: u64,
     /// Group generation the assignment below was computed for.
     generation: u64,
@@ -613,22 +640,26 @@ impl std::fmt::Debug for EmbeddedSubscription {
 }
 
 impl EmbeddedSubscription {
+    /// The group, or `tail`, for metrics and logs.
+    fn label(&self) -> String {
+        self.group.clone().unwrap_or_else(|| "tail".into())
+    }
+
     /// Recomputes the assignment if the group changed; returns the topic's notifier.
     fn refresh(&mut self) -> Arc<Notify> {
         let state = lock(&self.inner.state);
         let topic = state.topics.get(&self.topic);
         let notify = topic.map(|t| t.notify.clone()).unwrap_or_default();
         let parts = topic.map(|t| t.parts.clone()).unwrap_or_default();
-        let group = state.groups.get(&(self.topic.clone(), self.group.clone()));
+        let name = self.group.clone().unwrap_or_default();
+        let group = state.groups.get(&(self.topic.clone(), name.clone()));
         let generation = group.map_or(0, |g| g.generation);
-        if generation != self.generation {
+        if self.group.is_some() && generation != self.generation {
             let members: Vec<u64> = group
                 .map(|g| g.members.iter().copied().collect())
                 .unwrap_or_default();
             let index = members.iter().position(|m| *m == self.member).unwrap_or(0);
-            let committed = state
-                .committed
-                .get(&(self.group.clone(), self.topic.clone()));
+            let committed = state.committed.get(&(name.clone(), self.topic.clone()));
             let kept = std::mem::take(&mut self.positions);
             self.positions = (0..parts.len() as u32)
                 .filter(|p| (*p as usize) % members.len().max(1) == index)
@@ -650,14 +681,15 @@ impl EmbeddedSubscription {
             self.generation = generation;
         }
         // Skip what retention removed, and count it.
+        let label = self.label();
         for (p, position) in &mut self.positions {
             if let Some(part) = parts.get(*p as usize)
                 && *position < part.start
             {
                 let skipped = part.start - *position;
-                metrics::counter!(BUS_RETENTION_SKIPPED, "topic" => self.topic.clone(), "group" => self.group.clone())
+                metrics::counter!(BUS_RETENTION_SKIPPED, "topic" => self.topic.clone(), "group" => label.clone())
                     .increment(skipped);
-                warn!(topic = %self.topic, group = %self.group, partition = *p, skipped, "records removed by retention before this group consumed them");
+                warn!(topic = %self.topic, group = %label, partition = *p, skipped, "records removed by retention before this group consumed them");
                 *position = part.start;
             }
         }
@@ -689,7 +721,7 @@ impl Subscription for EmbeddedSubscription {
                 }
             }
             if !out.is_empty() {
-                metrics::counter!(BUS_RECORDS_CONSUMED, "topic" => self.topic.clone(), "group" => self.group.clone())
+                metrics::counter!(BUS_RECORDS_CONSUMED, "topic" => self.topic.clone(), "group" => self.label())
                     .increment(out.len() as u64);
                 return Ok(out);
             }
@@ -700,13 +732,16 @@ impl Subscription for EmbeddedSubscription {
     }
 
     async fn commit(&mut self) -> Result<()> {
+        let Some(group) = self.group.clone() else {
+            return Ok(());
+        };
         // Commit only partitions this consumer still owns: after a rebalance another consumer
         // may have taken the rest.
         let owned: Vec<(u32, u64)> = {
             let state = lock(&self.inner.state);
             let generation = state
                 .groups
-                .get(&(self.topic.clone(), self.group.clone()))
+                .get(&(self.topic.clone(), group.clone()))
                 .map_or(0, |g| g.generation);
             if generation != self.generation {
                 Vec::new()
@@ -715,18 +750,18 @@ impl Subscription for EmbeddedSubscription {
             }
         };
         let inner = self.inner.clone();
-        let (group, topic) = (self.group.clone(), self.topic.clone());
+        let topic = self.topic.clone();
         blocking(move || inner.commit_offsets(&group, &topic, &owned)).await
     }
 }
 
 impl Drop for EmbeddedSubscription {
     fn drop(&mut self) {
+        let Some(group) = self.group.clone() else {
+            return;
+        };
         let mut state = lock(&self.inner.state);
-        if let Some(g) = state
-            .groups
-            .get_mut(&(self.topic.clone(), self.group.clone()))
-        {
+        if let Some(g) = state.groups.get_mut(&(self.topic.clone(), group)) {
             g.members.remove(&self.member);
             g.generation += 1;
         }

@@ -187,6 +187,56 @@ impl Bus for KafkaBus {
             polled: HashMap::new(),
             timeout: self.config.timeout,
             lag_exported: None,
+            tail: false,
+        }))
+    }
+
+    async fn tail(&self, topic: &str) -> Result<Box<dyn Subscription>> {
+        // No group is joined (partitions are assigned, not subscribed); librdkafka still wants
+        // a group id, which is never used to commit.
+        let consumer: StreamConsumer = self
+            .config
+            .client()
+            .set(
+                "group.id",
+                format!(
+                    "meterstack-tail-{}-{}",
+                    std::process::id(),
+                    chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+                ),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .create()
+            .map_err(kafka)?;
+        let consumer = Arc::new(consumer);
+        let (c, t, timeout) = (consumer.clone(), topic.to_owned(), self.config.timeout);
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let metadata = c.fetch_metadata(Some(&t), timeout).map_err(kafka)?;
+            let mut list = TopicPartitionList::new();
+            for m in metadata.topics().iter().filter(|m| m.name() == t) {
+                for p in m.partitions() {
+                    list.add_partition_offset(&t, p.id(), Offset::End)
+                        .map_err(kafka)?;
+                }
+            }
+            if list.count() == 0 {
+                return Err(Error::Storage(format!(
+                    "kafka: topic {t} has no partitions"
+                )));
+            }
+            c.assign(&list).map_err(kafka)
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("kafka tail task: {e}")))??;
+        Ok(Box::new(KafkaSubscription {
+            consumer,
+            topic: topic.to_owned(),
+            group: "tail".into(),
+            polled: HashMap::new(),
+            timeout: self.config.timeout,
+            lag_exported: None,
+            tail: true,
         }))
     }
 
@@ -210,6 +260,8 @@ struct KafkaSubscription {
     /// When lag was last exported: asking the brokers for every partition's high watermark
     /// costs a round trip each, so it is done at most every [`LAG_EVERY`].
     lag_exported: Option<std::time::Instant>,
+    /// A [tail](Bus::tail): assigned every partition, commits nothing.
+    tail: bool,
 }
 
 const LAG_EVERY: Duration = Duration::from_secs(5);
@@ -276,7 +328,7 @@ impl Subscription for KafkaSubscription {
     }
 
     async fn commit(&mut self) -> Result<()> {
-        if self.polled.is_empty() {
+        if self.tail || self.polled.is_empty() {
             return Ok(());
         }
         let consumer = self.consumer.clone();

@@ -83,6 +83,11 @@ pub trait Bus: Send + Sync + fmt::Debug {
     /// beginning of the retained log for a new group).
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>>;
 
+    /// Follows `topic` from its end, outside any group: every record appended after this call,
+    /// in every partition, to this subscriber alone (each process's live feed sees the whole
+    /// topic). Nothing is committed; [`Subscription::commit`] does nothing.
+    async fn tail(&self, topic: &str) -> Result<Box<dyn Subscription>>;
+
     /// Makes every record appended and every offset committed so far durable (for a
     /// graceful shutdown under a relaxed fsync policy).
     async fn flush(&self) -> Result<()>;

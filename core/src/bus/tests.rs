@@ -315,6 +315,59 @@ pub(crate) async fn groups_share_partitions(open: Backend, dir: &Path, topic: &s
     );
 }
 
+/// A tail sees what is appended after it starts, from every partition, in each key's order,
+/// and nothing from before; two tails each see everything, and a tail moves no group.
+pub(crate) async fn tails_see_everything_from_now(open: Backend, dir: &Path, topic: &str) {
+    let bus = open(dir.to_owned(), topic.to_owned()).await;
+    bus.append(topic, (0..10).map(|i| record("before", i)).collect())
+        .await
+        .expect("append");
+    let mut a = bus.tail(topic).await.expect("tail");
+    let mut b = bus.tail(topic).await.expect("tail");
+    // Kafka resolves "the end" on the first fetch: let both tails get there first.
+    assert!(
+        a.poll(10, Duration::from_millis(1500))
+            .await
+            .expect("poll")
+            .is_empty()
+    );
+    assert!(
+        b.poll(10, Duration::from_millis(200))
+            .await
+            .expect("poll")
+            .is_empty()
+    );
+    let n = 200u64;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
+        let records = chunk
+            .iter()
+            .map(|&i| record(&format!("m{}", i % 7), 1000 + i))
+            .collect();
+        bus.append(topic, records).await.expect("append");
+    }
+    for tail in [&mut a, &mut b] {
+        let got = poll_n(tail, n as usize).await;
+        assert_eq!(got.len() as u64, n, "every record after the tail started");
+        let mut last: std::collections::HashMap<String, u64> = Default::default();
+        for d in &got {
+            let v = value(d);
+            assert!(v >= 1000, "nothing from before the tail: {v}");
+            let prev = last.insert(d.record.key.clone(), v);
+            assert!(prev.is_none_or(|p| p < v), "per-key order");
+        }
+        tail.commit().await.expect("commit is a no-op");
+    }
+    // A group still starts from the beginning: the tails committed nothing anywhere.
+    let mut group_sub = bus
+        .subscribe(topic, &group(topic, "after-tail"))
+        .await
+        .expect("subscribe");
+    assert_eq!(
+        poll_n(&mut group_sub, n as usize + 10).await.len() as u64,
+        n + 10
+    );
+}
+
 macro_rules! suite {
     ($module:ident, $backend:expr) => {
         mod $module {
@@ -341,6 +394,12 @@ macro_rules! suite {
             async fn groups_share_partitions() {
                 let dir = tempfile::tempdir().expect("tempdir");
                 super::groups_share_partitions($backend, dir.path(), &unique("t.groups")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tails_see_everything_from_now() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                super::tails_see_everything_from_now($backend, dir.path(), &unique("t.tail")).await;
             }
         }
     };

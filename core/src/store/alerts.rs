@@ -379,6 +379,14 @@ impl SqlStore {
         Ok((alert, transition))
     }
 
+    /// How many alerts are open (not yet acknowledged or resolved).
+    pub async fn open_alert_count(&self) -> Result<u64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM alerts WHERE state = 'open'")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or_default())
+    }
+
     /// One alert.
     pub async fn alert(&self, alert_id: &str) -> Result<Option<StoredAlert>> {
         fetch(self.pool(), alert_id).await

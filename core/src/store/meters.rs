@@ -671,6 +671,32 @@ impl SqlStore {
         Ok(())
     }
 
+    /// How many meters are connected now.
+    pub async fn meters_online(&self) -> Result<u64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM meter_connectivity WHERE online = 1")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or_default())
+    }
+
+    /// How many meters are in service (status `active`).
+    pub async fn meter_count(&self) -> Result<u64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM meters WHERE status = 'active'")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or_default())
+    }
+
+    /// Every meter that has a feeder, with it.
+    pub async fn meter_feeders(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT meter_id, feeder FROM meters WHERE feeder IS NOT NULL")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("meter_id")?, r.try_get("feeder")?)))
+            .collect()
+    }
+
     /// The meter's latest connection, if it ever connected.
     pub async fn connectivity(&self, meter_id: &MeterId) -> Result<Option<Connectivity>> {
         let row = sqlx::query(

@@ -117,6 +117,12 @@ macro_rules! suite {
                     .map(|i| format!("m-{i:03}"))
                     .collect();
                 assert_eq!(seen, expected);
+                let mut feeders = store.meter_feeders().await.unwrap();
+                feeders.sort();
+                assert_eq!(feeders.len(), 25);
+                assert_eq!(store.meter_count().await.unwrap(), 25);
+                assert_eq!(feeders[0], ("m-001".to_owned(), "F1".to_owned()));
+                assert_eq!(feeders[1], ("m-002".to_owned(), "F2".to_owned()));
                 // Update: absent keeps, null clears.
                 let patch: MeterFields = serde_json::from_str(
                     r#"{"lat": null, "status": "decommissioned", "tariff_id": "T9"}"#,
@@ -304,6 +310,7 @@ macro_rules! suite {
                     .unwrap();
                 let c = store.connectivity(&m).await.unwrap().unwrap();
                 assert!(c.online);
+                assert_eq!(store.meters_online().await.unwrap(), 1);
                 assert_eq!(c.session_id, "s2");
                 assert_eq!(c.auth_method, "certificate");
                 // last_seen never moves back.
@@ -316,6 +323,7 @@ macro_rules! suite {
                     .unwrap();
                 let c = store.connectivity(&m).await.unwrap().unwrap();
                 assert!(!c.online);
+                assert_eq!(store.meters_online().await.unwrap(), 0);
                 assert_eq!(c.disconnect_reason.as_deref(), Some("client_disconnect"));
             }
 
@@ -398,8 +406,10 @@ macro_rules! suite {
                 assert!(store.alert("a2").await.unwrap().is_none());
                 // Another meter is another subject.
                 store.record_alert(&input("a3", "m-2", true, 10)).await.unwrap().unwrap();
+                assert_eq!(store.open_alert_count().await.unwrap(), 2);
 
                 let (a, t) = store.acknowledge_alert("a1", "ops-key").await.unwrap();
+                assert_eq!(store.open_alert_count().await.unwrap(), 1);
                 assert_eq!(t, Some(Transition::Acknowledged));
                 assert_eq!(a.acknowledged_by.as_deref(), Some("ops-key"));
                 assert!(a.acknowledged_at.is_some());
@@ -496,6 +506,7 @@ macro_rules! suite {
                 let kinds: Vec<_> = page.events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
                 assert_eq!(kinds, ["alert.opened", "alert.opened", "alert.opened", "alert.acknowledged"]);
                 assert_eq!(page.next, 4);
+                assert_eq!(store.last_event_seq().await.unwrap(), 4);
                 assert_eq!(page.events[3]["data"]["alert"]["state"], "acknowledged");
                 assert!(store.events_after(4, 100).await.unwrap().events.is_empty());
                 // A long poll returns as soon as an event commits.

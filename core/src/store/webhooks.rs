@@ -765,6 +765,15 @@ impl SqlStore {
         Ok(EventPage { events, next })
     }
 
+    /// The newest event's sequence number (0 when there is none): a cursor that reads only
+    /// what comes next.
+    pub async fn last_event_seq(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM alert_events")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get("seq")?)
+    }
+
     /// Like [`events_after`](Self::events_after), but waits up to `wait` for an event when
     /// there is none yet (a long poll). Events committed by this process wake it at once;
     /// events of other processes are seen within `recheck`.
