@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::config::Config;
 
+mod live;
 mod server;
 mod sql;
 mod suite;
@@ -82,6 +83,26 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         anomalies: u32,
     },
+    /// The live feed: ingestion with `--clients` WebSocket clients connected (one never
+    /// reads) against none, then publish → WebSocket latency at `--rate` readings/s from
+    /// `--meters` simulated meters, `--probes` timed readings a second for `--seconds`.
+    Live {
+        /// Background readings per second during the latency run
+        #[arg(long, default_value_t = 10_000.0)]
+        rate: f64,
+        /// Simulated meters
+        #[arg(long, default_value_t = 1000)]
+        meters: usize,
+        /// Seconds of each phase
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Live clients connected
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        /// Timed readings per second
+        #[arg(long, default_value_t = 20)]
+        probes: u32,
+    },
     /// Simultaneous meter connections: starts `meterstack up --dev` on loopback (data in a
     /// temporary directory), opens `--connections` MQTT connections to it and holds them,
     /// and reports the server's resident memory before and after, per connection.
@@ -127,6 +148,17 @@ pub(crate) async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> 
             anomalies,
         } => {
             let r = webhooks::run(rate, meters, seconds, anomalies).await?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
+        BenchCommand::Live {
+            rate,
+            meters,
+            seconds,
+            clients,
+            probes,
+        } => {
+            let r = live::run(rate, meters, seconds, clients, probes).await?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }

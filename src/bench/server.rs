@@ -141,6 +141,38 @@ impl Server {
             .ok_or_else(|| anyhow::anyhow!("no count in {rows}"))
     }
 
+    /// The admin API key.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The value of one Prometheus sample (`name` or `name{labels}`), 0 if absent.
+    pub(crate) async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
+        let (agent, url, key) = (
+            self.agent.clone(),
+            format!("{}/metrics", self.http),
+            self.key.clone(),
+        );
+        let text = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+            let mut resp = agent
+                .get(&url)
+                .header("Authorization", format!("Bearer {key}"))
+                .call()?;
+            Ok(resp.body_mut().read_to_string()?)
+        })
+        .await??;
+        Ok(text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(sample)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0))
+    }
+
     /// Stops the server (SIGKILL: the benchmarks keep nothing).
     pub(crate) async fn stop(mut self) {
         let _ = self.child.start_kill();

@@ -64,6 +64,15 @@ pub(super) fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The `p` quantile (0–1) of `sorted`, nearest rank.
+pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
 /// One ingest run's figures.
 #[derive(Debug, Clone, serde::Serialize)]
 struct Ingest {
@@ -353,10 +362,41 @@ pub(crate) async fn run(mut args: SuiteArgs) -> anyhow::Result<()> {
         median(fresh.clone())
     ));
     report["freshness_s"] = json!(fresh);
+    let (rate, meters, secs, clients, per_s) = if args.quick {
+        (1000.0, 100, 3, 10, 5)
+    } else {
+        (10_000.0, 1000, 30, 100, 20)
+    };
+    let mut live = Vec::new();
+    for _ in 0..args.runs {
+        live.push(super::live::run(rate, meters, secs, clients, per_s).await?);
+    }
+    let lm = |f: fn(&super::live::LiveFigures) -> f64| median(live.iter().map(f).collect());
     table.push(format!(
         "{:<46} {:>14}",
-        "publish → WebSocket p50/p99", "not yet (#9)"
+        format!("publish → WebSocket p50/p99 ms, {rate:.0} readings/s"),
+        format!("{:.1}/{:.1}", lm(|l| l.p50_ms), lm(|l| l.p99_ms))
     ));
+    let (with, without) = (lm(|l| l.ingest_with_clients), lm(|l| l.ingest_no_clients));
+    table.push(format!(
+        "{:<46} {:>14.0} {:>14.0} {:>7.2}×",
+        format!("  ingest readings/s, {clients} live clients vs none"),
+        with,
+        without,
+        with / without
+    ));
+    table.push(format!(
+        "{:<46} {:>14}",
+        "  received/probes, dropped, slow disconnects",
+        format!(
+            "{}/{} {:.0} {:.0}",
+            live.iter().map(|l| l.received).sum::<usize>(),
+            live.iter().map(|l| l.probes).sum::<usize>(),
+            lm(|l| l.dropped),
+            lm(|l| l.slow_disconnects)
+        )
+    ));
+    report["live"] = json!(live);
     let (rate, meters, secs, per_s) = if args.quick {
         (1000.0, 100, 3, 5)
     } else {

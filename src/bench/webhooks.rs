@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 use super::server::Server;
-use super::suite::{load, median};
+use super::suite::{load, median, percentile};
 
 /// The figures of one run.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -34,7 +34,8 @@ pub(crate) struct WebhookLatency {
     pub(crate) max_ms: f64,
 }
 
-type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
+/// When each meter's message arrived.
+pub(super) type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
 
 async fn receive(State(arrivals): State<Arrivals>, body: String) -> &'static str {
     let at = Instant::now();
@@ -76,21 +77,43 @@ pub(super) async fn publish_once(
     Ok(published)
 }
 
-/// Publishes one anomalous reading (262 V) as meter `meter`.
-async fn anomaly(mqtt_addr: &str, meter: &str) -> anyhow::Result<Instant> {
-    let ts = Utc::now()
-        .duration_trunc(TimeDelta::minutes(15))?
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let payload = format!(r#"{{"ts":"{ts}","import_wh":1000,"voltage_v":262}}"#);
-    publish_once(mqtt_addr, meter, &payload).await
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
+/// Publishes `payload` once as each of `meters`, `per_s` a second, and waits (up to 10 s
+/// after the last) for each to be noted in `arrivals`; returns how many were published and the
+/// sorted latencies, in ms, from just before each PUBLISH was written to its arrival.
+pub(super) async fn probe(
+    mqtt_addr: &str,
+    meters: &[String],
+    per_s: u32,
+    payload: &str,
+    arrivals: &Arrivals,
+) -> anyhow::Result<(usize, Vec<f64>)> {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(per_s.max(1))));
+    let mut pending = tokio::task::JoinSet::new();
+    for meter in meters {
+        tick.tick().await;
+        let (addr, payload, meter) = (mqtt_addr.to_owned(), payload.to_owned(), meter.clone());
+        pending.spawn(async move { (meter.clone(), publish_once(&addr, &meter, &payload).await) });
     }
-    let rank = (p * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
+    let mut published = HashMap::new();
+    while let Some(done) = pending.join_next().await {
+        let (meter, at) = done?;
+        published.insert(meter, at?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while arrivals.lock().await.len() < published.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let arrived = arrivals.lock().await.clone();
+    let mut latencies: Vec<f64> = published
+        .iter()
+        .filter_map(|(meter, sent)| {
+            arrived
+                .get(meter)
+                .map(|got| got.saturating_duration_since(*sent).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    Ok((published.len(), latencies))
 }
 
 /// One run: `rate` readings/s from `meters` meters for `seconds`, with `per_s` anomalies a
@@ -133,44 +156,20 @@ pub(crate) async fn run(
         tokio::spawn(async move { load(&mqtt_addr, meters, seconds + 10, "wl-", speed).await });
     tokio::time::sleep(Duration::from_secs(5)).await;
 
-    let mut published: HashMap<String, Instant> = HashMap::new();
-    let every = Duration::from_secs_f64(1.0 / f64::from(per_s.max(1)));
-    let end = Instant::now() + Duration::from_secs(seconds);
-    let mut tick = tokio::time::interval(every);
-    let mut i = 0usize;
-    let mut pending = tokio::task::JoinSet::new();
-    while Instant::now() < end {
-        tick.tick().await;
-        let meter = format!("lat-{i}");
-        i += 1;
-        let addr = server.mqtt.clone();
-        pending.spawn(async move { (meter.clone(), anomaly(&addr, &meter).await) });
-    }
-    while let Some(done) = pending.join_next().await {
-        let (meter, at) = done?;
-        published.insert(meter, at?);
-    }
-    let (acked, publish_s) = background.await??;
-    // Stragglers.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while arrivals.lock().await.len() < published.len() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let arrived = arrivals.lock().await.clone();
-    let mut latencies: Vec<f64> = published
-        .iter()
-        .filter_map(|(meter, sent)| {
-            arrived
-                .get(meter)
-                .map(|got| got.saturating_duration_since(*sent).as_secs_f64() * 1000.0)
-        })
+    let ts = Utc::now()
+        .duration_trunc(TimeDelta::minutes(15))?
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let payload = format!(r#"{{"ts":"{ts}","import_wh":1000,"voltage_v":262}}"#);
+    let meters: Vec<String> = (0..seconds as usize * per_s as usize)
+        .map(|i| format!("lat-{i}"))
         .collect();
-    latencies.sort_by(f64::total_cmp);
+    let (published, latencies) = probe(&server.mqtt, &meters, per_s, &payload, &arrivals).await?;
+    let (acked, publish_s) = background.await??;
     server.stop().await;
     receiver.abort();
     Ok(WebhookLatency {
         readings_per_s: acked as f64 / publish_s,
-        anomalies: published.len(),
+        anomalies: published,
         delivered: latencies.len(),
         p50_ms: median(latencies.clone()),
         p99_ms: percentile(&latencies, 0.99),

@@ -25,6 +25,8 @@ fn the_benchmark_suite_runs_end_to_end() {
     for line in [
         "ingest readings/s",
         "raw-zone freshness",
+        "publish → WebSocket p50/p99",
+        "live clients vs none",
         "sql geometric mean",
     ] {
         assert!(stdout.contains(line), "no {line:?} in the table:\n{stdout}");
@@ -55,4 +57,10 @@ fn the_benchmark_suite_runs_end_to_end() {
         "{report}"
     );
     assert!(report["freshness_s"][0].as_f64().expect("freshness") > 0.0);
+    let live = &report["live"][0];
+    assert!(
+        live["received"].as_u64() == live["probes"].as_u64() && live["probes"].as_u64() > Some(0),
+        "every probe reading reached its WebSocket: {live}"
+    );
+    assert!(live["ingest_with_clients"].as_f64().expect("ingest") > 0.0);
 }

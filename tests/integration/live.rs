@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use chrono::{DurationRound, SecondsFormat, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use crate::harness::{Meterstack, mosquitto_pub, mosquitto_pub_lines};
+use crate::harness::{Meterstack, kafka_config, mosquitto_pub, mosquitto_pub_lines};
 
 fn key(ms: &Meterstack, role: &str) -> String {
     let (status, body) = ms.admin(
@@ -36,23 +36,15 @@ fn reading(ts: chrono::DateTime<Utc>, import_wh: u64, voltage: f64) -> String {
     .to_string()
 }
 
-#[test]
-fn a_websocket_client_gets_every_reading_of_its_meter_in_order_and_no_other() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    // One-minute readings: forty of them stay within the allowed lateness.
-    let ms = Meterstack::start(dir.path(), &[("METERSTACK__PIPELINE__INTERVAL", "1m")]);
-    let viewer = key(&ms, "viewer");
-    // No key, a bad key: refused before the upgrade.
-    let (status, _) = ms.request("GET", "/api/v1/live", None, None);
-    assert_eq!(status, 401);
-    let (status, _) = ms.request("GET", "/api/v1/live", Some("msk_000000000000_bad"), None);
-    assert_eq!(status, 401);
-
+/// A `websockets` client of `api`'s live feed subscribed to meter `ws-a` while mosquitto_pub
+/// publishes 40 readings each for `ws-a` and `ws-b` to the broker on `mqtt_port`: it gets every
+/// reading of `ws-a`, in order, and none of `ws-b`.
+fn one_meter_in_order_and_no_other(api: &Meterstack, key: &str, mqtt_port: u16) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/live_client.py");
     let n = 40u64;
     let mut client = Command::new("python3")
         .arg(script)
-        .args([&ws_url(&ms), &viewer, "ws-a", &n.to_string(), "30"])
+        .args([&ws_url(api), key, "ws-a", &n.to_string(), "60"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3 runs the client");
@@ -74,12 +66,12 @@ fn a_websocket_client_gets_every_reading_of_its_meter_in_order_and_no_other() {
     };
     // Both meters at once, on their own connections.
     let a = std::thread::spawn({
-        let (port, s) = (ms.mqtt_port, series(1000));
-        move || mosquitto_pub_lines(port, "meters/ws-a/readings", "ws-a", &s)
+        let s = series(1000);
+        move || mosquitto_pub_lines(mqtt_port, "meters/ws-a/readings", "ws-a", &s)
     });
     let b = std::thread::spawn({
-        let (port, s) = (ms.mqtt_port, series(5000));
-        move || mosquitto_pub_lines(port, "meters/ws-b/readings", "ws-b", &s)
+        let s = series(5000);
+        move || mosquitto_pub_lines(mqtt_port, "meters/ws-b/readings", "ws-b", &s)
     });
     assert!(a.join().expect("a") && b.join().expect("b"), "published");
 
@@ -109,8 +101,51 @@ fn a_websocket_client_gets_every_reading_of_its_meter_in_order_and_no_other() {
         seen, want,
         "every reading of ws-a, in order, and none of ws-b"
     );
-    let messages = ms.metric("meterstack_live_messages_total{channel=\"readings\"}");
+    let messages = api.metric("meterstack_live_messages_total{channel=\"readings\"}");
     assert!(messages >= n as f64, "{messages}");
+}
+
+/// One-minute readings: forty of them stay within the allowed lateness.
+const ONE_MINUTE: (&str, &str) = ("METERSTACK__PIPELINE__INTERVAL", "1m");
+
+#[test]
+fn a_websocket_client_gets_every_reading_of_its_meter_in_order_and_no_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ms = Meterstack::start(dir.path(), &[ONE_MINUTE]);
+    let viewer = key(&ms, "viewer");
+    // No key, a bad key: refused before the upgrade.
+    let (status, _) = ms.request("GET", "/api/v1/live", None, None);
+    assert_eq!(status, 401);
+    let (status, _) = ms.request("GET", "/api/v1/live", Some("msk_000000000000_bad"), None);
+    assert_eq!(status, 401);
+    one_meter_in_order_and_no_other(&ms, &viewer, ms.mqtt_port);
+}
+
+/// The API in its own process on Kafka, the broker and the pipeline in another: the live feed
+/// follows the pipeline's output over the bus.
+#[test]
+fn the_live_feed_works_with_the_pipeline_in_another_process_on_kafka() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let suffix = format!("{:x}-{}", Utc::now().timestamp_micros(), std::process::id());
+    let config = kafka_config(dir.path(), &suffix);
+    let config = config.to_str().expect("utf8 path");
+    let (ingest_dir, api_dir) = (dir.path().join("ingest"), dir.path().join("api"));
+    std::fs::create_dir_all(&ingest_dir).expect("mkdir");
+    std::fs::create_dir_all(&api_dir).expect("mkdir");
+    let ingest = Meterstack::launch(
+        &ingest_dir,
+        &["run", "--roles", "broker,pipeline", "--config", config],
+        &[ONE_MINUTE],
+    );
+    let api = Meterstack::launch(
+        &api_dir,
+        &["run", "--roles", "api", "--config", config],
+        &[],
+    );
+    let viewer = key(&api, "viewer");
+    one_meter_in_order_and_no_other(&api, &viewer, ingest.mqtt_port);
+    assert!(api.terminate().success());
+    assert!(ingest.terminate().success());
 }
 
 /// Where test artifacts go: `$METERSTACK_TEST_ARTIFACTS`, else `$CARGO_TARGET_DIR/test-artifacts`.
