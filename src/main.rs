@@ -6,6 +6,7 @@ mod bus_cmd;
 mod certs;
 mod config;
 mod eval;
+mod health;
 mod lake_cmd;
 mod registry_cmd;
 mod run;
@@ -74,6 +75,9 @@ enum Command {
     /// Inspect the bus.
     #[command(subcommand)]
     Bus(bus_cmd::BusCommand),
+    /// Probe this process's readiness (`GET /readyz` on `http.listen`): exit 0 when ready.
+    /// The container image's HEALTHCHECK.
+    Health(health::Args),
     /// The benchmark suite (ingest vs Mosquitto, freshness, SQL vs DuckDB), or one benchmark
     /// (see docs/BENCHMARKS.md; use a release build).
     Bench(bench::BenchArgs),
@@ -100,6 +104,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             #[allow(clippy::print_stdout)]
             {
                 print!("{}", config.to_toml()?);
+            }
+            Ok(())
+        }
+        Command::Health(args) => {
+            let config = Config::load(&cli.overrides)?;
+            let body = health::probe(&args, &config.http)?;
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{body}");
             }
             Ok(())
         }

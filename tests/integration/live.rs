@@ -160,15 +160,6 @@ fn artifacts() -> PathBuf {
     dir
 }
 
-fn node_modules() -> PathBuf {
-    let tools = std::env::var_os("METERSTACK_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/meterstack/tools")
-        });
-    tools.join("node/node_modules")
-}
-
 #[test]
 fn the_live_page_shows_readings_and_alerts_acknowledges_and_reconnects() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -184,16 +175,15 @@ fn the_live_page_shows_readings_and_alerts_acknowledges_and_reconnects() {
 
     let screenshot = artifacts().join("live-page.png");
     let _ = std::fs::remove_file(&screenshot);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/live_page.cjs");
-    let mut page = Command::new("node")
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/live_page.py");
+    let mut page = Command::new("python3")
         .arg(script)
         .args([&ms.http, &operator, "page-m"])
         .arg(&screenshot)
-        .env("NODE_PATH", node_modules())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("node runs the page script");
+        .expect("python3 runs the page script");
     let mut to_page = page.stdin.take().expect("stdin");
     let mut from_page = BufReader::new(page.stdout.take().expect("stdout")).lines();
     let mut expect = |word: &str| -> String {

@@ -9,6 +9,7 @@ mod alerts;
 mod bench;
 mod compose;
 mod config;
+mod container;
 mod crash;
 mod dsmr;
 mod duckdb;
