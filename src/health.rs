@@ -70,8 +70,10 @@ mod tests {
 
     #[test]
     fn the_probe_url_follows_the_listen_address() {
-        let mut http = HttpConfig::default();
-        http.listen = "0.0.0.0:8080".parse().expect("addr");
+        let mut http = HttpConfig {
+            listen: "0.0.0.0:8080".parse().expect("addr"),
+            ..HttpConfig::default()
+        };
         assert_eq!(
             readyz_url(&http).expect("url"),
             "http://127.0.0.1:8080/readyz"

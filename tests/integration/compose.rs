@@ -1,6 +1,7 @@
-//! Static checks of `docker-compose.yml` and `deploy/Dockerfile` (no Docker engine runs here):
-//! every `METERSTACK__` variable is a real configuration key, every command parses, and the
-//! published ports are the ones meterstack listens on.
+//! Static checks of `docker-compose.yml` and `deploy/Dockerfile`: every `METERSTACK__`
+//! variable is a real configuration key, every command parses, and the published ports are the
+//! ones meterstack listens on. (The image itself is built and run in `container.rs`; the
+//! compose file is not yet run for real: its public images cannot be pulled here.)
 
 use crate::harness::bin;
 
