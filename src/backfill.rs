@@ -6,16 +6,13 @@
 //! history (the same [`meterstack_sim::meter::Meter`] the MQTT simulator drives) and encode
 //! Parquet, rows sorted by meter and time; the async side stores the files.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use meterstack_lake::paths::Table;
 use meterstack_lake::sink::put;
-use meterstack_lake::sink::raw::{encode_raw_readings, hour_of};
+use meterstack_lake::sink::raw::{HourFile, RawHours};
 use meterstack_sim::load::{TickContext, Weather};
 use meterstack_sim::offline::{Offline, Received};
 use meterstack_sim::{Label, SimConfig, build_fleet};
@@ -39,11 +36,6 @@ pub(crate) struct Report {
 /// Rows buffered per worker before a flush.
 const FLUSH_ROWS: usize = 1_000_000;
 
-struct File {
-    hour: DateTime<Utc>,
-    bytes: Bytes,
-}
-
 /// Generates the history of `sim` (its start, interval count, fleet and faults) and stores it.
 pub(crate) async fn write(
     sim: &SimConfig,
@@ -63,7 +55,7 @@ pub(crate) async fn write(
             "{bar:40} {percent:>3}% {human_pos}/{human_len} readings · {per_sec} · eta {eta}",
         )?);
     let generated = Arc::new(AtomicU64::new(0));
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<File>(4);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<HourFile>(4);
     let next_chunk = Arc::new(AtomicUsize::new(0));
     let chunks = Arc::new(chunks);
     let workers = std::thread::available_parallelism()
@@ -157,20 +149,10 @@ pub(crate) async fn write(
 }
 
 /// One Parquet file per reading hour (the raw zone's partitions), as the raw sink writes them.
-fn encode(rows: Vec<Received>) -> anyhow::Result<Vec<File>> {
-    let mut by_hour: BTreeMap<i64, (Vec<_>, Vec<i64>)> = BTreeMap::new();
+fn encode(rows: Vec<Received>) -> anyhow::Result<Vec<HourFile>> {
+    let mut hours = RawHours::default();
     for (reading, received) in rows {
-        let slot = by_hour.entry(hour_of(reading.ts)).or_default();
-        slot.1.push(received.timestamp_micros());
-        slot.0.push(reading);
+        hours.push(reading, received);
     }
-    by_hour
-        .into_iter()
-        .map(|(hour, (readings, received))| {
-            Ok(File {
-                hour: DateTime::from_timestamp_micros(hour).unwrap_or_default(),
-                bytes: encode_raw_readings(readings, received)?,
-            })
-        })
-        .collect()
+    Ok(hours.encode()?)
 }

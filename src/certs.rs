@@ -1,24 +1,18 @@
-//! `meterstack certs …`: the built-in certificate authority for meter identities.
+//! `meterstack certs …`: the command line of the built-in certificate authority for meter
+//! identities ([`meterstack_broker::identity::ca`]).
 //!
-//! `init-ca` creates a CA (ECDSA P-256) in `<data-dir>/ca/` (`ca.crt`, and `ca.key` readable by
-//! the owner only). `issue METER_ID` signs a client certificate whose subject CN is the meter
-//! id and records its serial in the registry; the broker accepts a certificate only if it
-//! chains to the CA, is within its validity, names the connecting client id, and its serial
-//! is recorded and not revoked. `server` signs a certificate for the MQTT TLS and HTTPS
-//! listeners. `revoke` takes effect at the meter's next connection attempt.
+//! `init-ca` creates a CA in `<data-dir>/ca/`. `issue METER_ID` signs a client certificate
+//! whose subject CN is the meter id and records its serial in the registry. `server` signs a
+//! certificate for the MQTT TLS and HTTPS listeners. `revoke` takes effect at the meter's next
+//! connection attempt.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use chrono::{DateTime, TimeDelta, Utc};
+use meterstack_broker::identity::ca::{CertificateAuthority, write_file};
 use meterstack_core::reading::MeterId;
-use meterstack_core::store::SqlStore;
-use meterstack_core::store::secret::random_hex;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
-};
 
 use crate::config::Config;
 
@@ -82,101 +76,19 @@ fn ca_dir(config: &Config) -> PathBuf {
     config.data_dir.join("ca")
 }
 
-/// The CA's parameters; the same every time, so that certificates issued later name the CA
-/// exactly as its own certificate does (subject and key identifier).
-fn ca_params(
-    not_before: DateTime<Utc>,
-    not_after: DateTime<Utc>,
-) -> anyhow::Result<CertificateParams> {
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "meterstack");
-    dn.push(DnType::CommonName, "meterstack meter CA");
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    params.not_before = to_time(not_before)?;
-    params.not_after = to_time(not_after)?;
-    Ok(params)
-}
-
-fn to_time(t: DateTime<Utc>) -> anyhow::Result<time::OffsetDateTime> {
-    time::OffsetDateTime::from_unix_timestamp(t.timestamp())
-        .with_context(|| format!("time {t} out of range"))
-}
-
-/// Writes `contents` to `path` (fsynced), readable by the owner only if `secret`.
-pub(crate) fn write(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    if secret {
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(contents.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.sync_all()?;
-    Ok(())
-}
-
-fn load_issuer(config: &Config) -> anyhow::Result<(Issuer<'static, KeyPair>, String)> {
-    let dir = ca_dir(config);
-    let key_pem = std::fs::read_to_string(dir.join("ca.key")).with_context(|| {
-        format!(
-            "no CA in {} (run `meterstack certs init-ca` first)",
-            dir.display()
-        )
-    })?;
-    let ca_pem = std::fs::read_to_string(dir.join("ca.crt"))
-        .with_context(|| format!("cannot read {}", dir.join("ca.crt").display()))?;
-    let key = KeyPair::from_pem(&key_pem).context("the CA key is not a PEM private key")?;
-    let now = Utc::now();
-    Ok((Issuer::new(ca_params(now, now)?, key), ca_pem))
-}
-
-fn serial() -> SerialNumber {
-    // 16 random bytes with the top bit clear: a positive DER integer of fixed length.
-    let mut bytes = hex::decode(random_hex(16)).unwrap_or_else(|_| vec![1; 16]);
-    bytes[0] = (bytes[0] & 0x7f) | 0x01;
-    SerialNumber::from_slice(&bytes)
-}
-
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(command: CertsCommand, config: &Config) -> anyhow::Result<()> {
     match command {
         CertsCommand::InitCa { days } => {
-            let dir = ca_dir(config);
-            if dir.join("ca.key").exists() {
-                bail!(
-                    "a CA already exists in {} (refusing to replace it: every issued certificate depends on it)",
-                    dir.display()
-                );
-            }
-            let key = KeyPair::generate()?;
-            let now = Utc::now();
-            let cert = ca_params(now - TimeDelta::minutes(5), now + TimeDelta::days(days))?
-                .self_signed(&key)?;
-            write(&dir.join("ca.key"), &key.serialize_pem(), true)?;
-            write(&dir.join("ca.crt"), &cert.pem(), false)?;
+            let crt = CertificateAuthority::init(&ca_dir(config), days)?;
             println!(
                 "CA created: {} (key {}, mode 0600)",
-                dir.join("ca.crt").display(),
-                dir.join("ca.key").display()
+                crt.display(),
+                ca_dir(config).join("ca.key").display()
             );
             println!(
                 "configure the broker with mqtt.tls.client_ca = \"{}\"",
-                dir.join("ca.crt").display()
+                crt.display()
             );
         }
         CertsCommand::Issue {
@@ -187,43 +99,29 @@ pub(crate) async fn run(command: CertsCommand, config: &Config) -> anyhow::Resul
             not_after,
         } => {
             let meter_id = MeterId::new(&meter_id)?;
-            let store = open_store(config).await?;
+            let store = config.open_store().await?;
             anyhow::ensure!(
                 store.meter(&meter_id).await?.is_some(),
                 "meter {meter_id} is not registered (meterstack meters add {meter_id} …)"
             );
-            let (issuer, ca_pem) = load_issuer(config)?;
+            let ca = CertificateAuthority::load(&ca_dir(config))?;
             let not_before = not_before.unwrap_or_else(|| Utc::now() - TimeDelta::minutes(5));
             let not_after = not_after.unwrap_or_else(|| Utc::now() + TimeDelta::days(days));
             anyhow::ensure!(
                 not_before < not_after,
                 "--not-before must lie before --not-after"
             );
-            let mut params = CertificateParams::default();
-            params.distinguished_name = DistinguishedName::new();
-            params
-                .distinguished_name
-                .push(DnType::CommonName, meter_id.as_str());
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-            params.use_authority_key_identifier_extension = true;
-            params.serial_number = Some(serial());
-            params.not_before = to_time(not_before)?;
-            params.not_after = to_time(not_after)?;
-            let key = KeyPair::generate()?;
-            let cert = params.signed_by(&key, &issuer)?;
-            let (_, serial) = meterstack_core::tls::certificate_identity(cert.der())
-                .map_err(|e| anyhow::anyhow!("issued certificate does not parse: {e}"))?;
+            let issued = ca.issue_meter(&meter_id, not_before, not_after)?;
             store
-                .record_certificate(&serial, &meter_id, not_before, not_after)
+                .record_certificate(&issued.serial, &meter_id, not_before, not_after)
                 .await?;
             let out = out.unwrap_or_else(|| config.data_dir.join("certs"));
             let crt = out.join(format!("{meter_id}.crt"));
             let key_path = out.join(format!("{meter_id}.key"));
-            write(&crt, &cert.pem(), false)?;
-            write(&key_path, &key.serialize_pem(), true)?;
-            write(&out.join("ca.crt"), &ca_pem, false)?;
-            println!("serial {serial}");
+            write_file(&crt, &issued.cert_pem, false)?;
+            write_file(&key_path, &issued.key_pem, true)?;
+            write_file(&out.join("ca.crt"), ca.ca_pem(), false)?;
+            println!("serial {}", issued.serial);
             println!("certificate {}", crt.display());
             println!("key {}", key_path.display());
         }
@@ -233,37 +131,16 @@ pub(crate) async fn run(command: CertsCommand, config: &Config) -> anyhow::Resul
             out,
             days,
         } => {
-            let (issuer, ca_pem) = load_issuer(config)?;
-            let mut params = CertificateParams::new(names.clone())?;
-            params
-                .subject_alt_names
-                .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
-            params.distinguished_name = DistinguishedName::new();
-            params.distinguished_name.push(
-                DnType::CommonName,
-                names.first().map_or("meterstack", String::as_str),
-            );
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-            params.use_authority_key_identifier_extension = true;
-            params.serial_number = Some(serial());
-            params.not_before = to_time(Utc::now() - TimeDelta::minutes(5))?;
-            params.not_after = to_time(Utc::now() + TimeDelta::days(days))?;
-            let key = KeyPair::generate()?;
-            let cert = params.signed_by(&key, &issuer)?;
+            let ca = CertificateAuthority::load(&ca_dir(config))?;
+            let issued = ca.issue_server(&names, &ips, days)?;
             let out = out.unwrap_or_else(|| config.data_dir.join("certs"));
-            // The chain: the server certificate, then the CA.
-            write(
-                &out.join("server.crt"),
-                &format!("{}{}", cert.pem(), ca_pem),
-                false,
-            )?;
-            write(&out.join("server.key"), &key.serialize_pem(), true)?;
+            write_file(&out.join("server.crt"), &issued.cert_pem, false)?;
+            write_file(&out.join("server.key"), &issued.key_pem, true)?;
             println!("certificate {}", out.join("server.crt").display());
             println!("key {}", out.join("server.key").display());
         }
         CertsCommand::Revoke { serial, meter } => {
-            let store = open_store(config).await?;
+            let store = config.open_store().await?;
             let serials: Vec<String> = match (serial, meter) {
                 (Some(s), None) => vec![s.to_ascii_lowercase()],
                 (None, Some(m)) => store
@@ -281,7 +158,7 @@ pub(crate) async fn run(command: CertsCommand, config: &Config) -> anyhow::Resul
             }
         }
         CertsCommand::List { meter_id } => {
-            let store = open_store(config).await?;
+            let store = config.open_store().await?;
             for c in store.certificates(&MeterId::new(&meter_id)?).await? {
                 println!(
                     "{}\tnot_before={}\tnot_after={}\t{}",
@@ -297,11 +174,4 @@ pub(crate) async fn run(command: CertsCommand, config: &Config) -> anyhow::Resul
         }
     }
     Ok(())
-}
-
-/// Opens the SQL store the configuration names (creating the data directory for SQLite).
-pub(crate) async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-    Ok(config.store.build(&config.data_dir).await?)
 }

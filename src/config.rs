@@ -91,26 +91,33 @@ pub(crate) struct Overrides {
     #[arg(long, global = true, env = "METERSTACK_CONFIG")]
     pub config: Option<PathBuf>,
     /// Data directory (key `data_dir`)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "METERSTACK__DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// MQTT port (the port of `mqtt.listen`)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "METERSTACK_MQTT_PORT")]
     pub mqtt_port: Option<u16>,
     /// HTTP port (the port of `http.listen`; 0 picks a free one)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "METERSTACK_HTTP_PORT")]
     pub http_port: Option<u16>,
-    /// Bus backend (key `bus.backend`)
-    #[arg(long, global = true)]
+    /// Bus backend: embedded or kafka (key `bus.backend`)
+    #[arg(long, global = true, env = "METERSTACK__BUS__BACKEND")]
     pub bus: Option<BusBackend>,
     /// Kafka bootstrap brokers, HOST:PORT[,…] (key `bus.kafka.brokers`)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "METERSTACK__BUS__KAFKA__BROKERS")]
     pub kafka_brokers: Option<String>,
     /// SQL store URL, sqlite://… or postgres://… (key `store.url`)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "METERSTACK__STORE__URL")]
     pub store_url: Option<String>,
 }
 
 impl Config {
+    /// Opens the SQL store the configuration names (creating the data directory for SQLite).
+    pub(crate) async fn open_store(&self) -> anyhow::Result<meterstack_core::store::SqlStore> {
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create {}", self.data_dir.display()))?;
+        Ok(self.store.build(&self.data_dir).await?)
+    }
+
     /// Loads the effective configuration.
     pub(crate) fn load(overrides: &Overrides) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));

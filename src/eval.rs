@@ -12,14 +12,16 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use meterstack_core::bus::{Record, headers};
+use meterstack_core::records::AlertEvent;
 use meterstack_core::store::meters::MeterClass;
 use meterstack_core::wire;
 use meterstack_core::wire::command::Command;
-use meterstack_pipeline::output::{Aggregate, AlertEvent, AlertType, Outputs, Rule, Width};
+use meterstack_pipeline::output::Outputs;
 use meterstack_pipeline::{MeterInfo, PipelineConfig, Processor, Registry, State};
 use meterstack_sim::load::Weather;
 use meterstack_sim::meter::Class;
 use meterstack_sim::offline::Offline;
+use meterstack_sim::score::{Outputs as ScoredOutputs, Score, findings, merge, misses, score};
 use meterstack_sim::{FaultConfig, FaultType, FleetConfig, Label, RunShape, build_fleet};
 use serde::Serialize;
 
@@ -62,18 +64,6 @@ pub(crate) struct Args {
     show_misses: bool,
 }
 
-/// The score of one type.
-#[derive(Debug, Clone, Default, Serialize)]
-pub(crate) struct Score {
-    labels: usize,
-    findings: usize,
-    matched_labels: usize,
-    matched_findings: usize,
-    precision: f64,
-    recall: f64,
-    f1: f64,
-}
-
 /// What `meterstack eval` reports.
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct Report {
@@ -96,192 +86,12 @@ pub(crate) struct Report {
     pipeline_readings_per_second: f64,
 }
 
-/// One thing the pipeline found.
-#[derive(Debug, Clone)]
-struct Finding {
-    kind: FaultType,
-    subject: String,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-}
-
 fn class(c: Class) -> MeterClass {
     match c {
         Class::Household => MeterClass::Household,
         Class::Commercial => MeterClass::Commercial,
         Class::Prosumer => MeterClass::Prosumer,
     }
-}
-
-/// The pipeline's findings in `out`, as fault types.
-fn findings(out: &Outputs, dt: TimeDelta, into: &mut Vec<Finding>) {
-    let by_rule = |rule: Rule| match rule {
-        Rule::Duplicate => Some(FaultType::Duplicate),
-        Rule::OutOfOrder => Some(FaultType::OutOfOrder),
-        Rule::Late => Some(FaultType::Late),
-        Rule::ClockSkew => Some(FaultType::ClockSkew),
-        Rule::RegisterRollover => Some(FaultType::RegisterRollover),
-        Rule::MeterExchange => Some(FaultType::MeterExchange),
-        Rule::RegisterReset => Some(FaultType::RegisterReset),
-        Rule::Spike => Some(FaultType::Spike),
-        Rule::FrozenRegister => Some(FaultType::FrozenRegister),
-        Rule::Backfill => Some(FaultType::ConnectionDrop),
-        _ => None,
-    };
-    let mut push = |kind, subject: &str, start, end| {
-        into.push(Finding {
-            kind,
-            subject: subject.to_owned(),
-            start,
-            end,
-        })
-    };
-    for r in &out.clean {
-        for kind in r
-            .rule
-            .iter()
-            .chain(&r.also)
-            .filter_map(|rule| by_rule(*rule))
-        {
-            push(kind, &r.meter_id, r.ts, r.ts);
-        }
-    }
-    for r in &out.rejected {
-        if let (Some(kind), Some(m), Some(ts)) = (by_rule(r.rule), &r.meter_id, r.ts) {
-            push(kind, m, ts, ts);
-        }
-    }
-    for (meter, c) in &out.commands {
-        if let Command::Resend { from, to } = c.command {
-            push(FaultType::Gap, meter, from, to - dt);
-        }
-    }
-    for a in &out.aggregates {
-        if let Aggregate::MeterWindow(w) = a
-            && w.window == Width::Interval
-            && w.rules.contains(&Rule::Outage)
-        {
-            push(FaultType::MeterOutage, &w.meter_id, w.end, w.end);
-        }
-    }
-    for a in out.alerts.iter().filter(|a| a.event == AlertEvent::Opened) {
-        let kind = match a.kind {
-            AlertType::VoltageSag => FaultType::VoltageSag,
-            AlertType::VoltageSwell => FaultType::VoltageSwell,
-            AlertType::ReverseFlow => FaultType::ReverseFlow,
-            AlertType::FeederOutage => FaultType::FeederOutage,
-            _ => continue,
-        };
-        let subject = match kind {
-            FaultType::FeederOutage => a.feeder.as_deref().unwrap_or_default(),
-            _ => a.meter_id.as_deref().unwrap_or_default(),
-        };
-        push(kind, subject, a.start, a.start);
-    }
-}
-
-/// Merges findings of one type and subject that lie within two intervals of each other.
-fn merge(mut findings: Vec<Finding>, dt: TimeDelta) -> Vec<Finding> {
-    findings.sort_by(|a, b| (a.kind, &a.subject, a.start).cmp(&(b.kind, &b.subject, b.start)));
-    let mut out: Vec<Finding> = Vec::new();
-    for f in findings {
-        if let Some(last) = out.last_mut()
-            && last.kind == f.kind
-            && last.subject == f.subject
-            && f.start <= last.end + dt * 2
-        {
-            last.end = last.end.max(f.end);
-            continue;
-        }
-        out.push(f);
-    }
-    out
-}
-
-/// Who a label is about: its meter, or its feeder for a feeder outage.
-fn subject(l: &Label) -> &str {
-    match l.kind {
-        FaultType::FeederOutage => &l.feeder,
-        _ => l.meter.as_deref().unwrap_or_default(),
-    }
-}
-
-/// Whether finding `f` matches label `l`: same type and subject, times within two intervals.
-fn overlaps(l: &Label, f: &Finding, dt: TimeDelta) -> bool {
-    l.kind == f.kind
-        && subject(l) == f.subject
-        && f.start <= l.end + dt * 2
-        && f.end >= l.start - dt * 2
-}
-
-fn score(labels: &[Label], findings: &[Finding], dt: TimeDelta) -> BTreeMap<String, Score> {
-    let overlaps = |l: &Label, f: &Finding| overlaps(l, f, dt);
-    FaultType::ALL
-        .into_iter()
-        .map(|kind| {
-            let ls: Vec<&Label> = labels.iter().filter(|l| l.kind == kind).collect();
-            let fs: Vec<&Finding> = findings.iter().filter(|f| f.kind == kind).collect();
-            let matched_labels = ls
-                .iter()
-                .filter(|l| fs.iter().any(|f| overlaps(l, f)))
-                .count();
-            let matched_findings = fs
-                .iter()
-                .filter(|f| ls.iter().any(|l| overlaps(l, f)))
-                .count();
-            let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
-            let precision = ratio(matched_findings, fs.len());
-            let recall = ratio(matched_labels, ls.len());
-            let f1 = if precision + recall == 0.0 {
-                0.0
-            } else {
-                2.0 * precision * recall / (precision + recall)
-            };
-            (
-                kind.name().to_owned(),
-                Score {
-                    labels: ls.len(),
-                    findings: fs.len(),
-                    matched_labels,
-                    matched_findings,
-                    precision,
-                    recall,
-                    f1,
-                },
-            )
-        })
-        .collect()
-}
-
-fn misses(labels: &[Label], findings: &[Finding], dt: TimeDelta) -> Vec<String> {
-    let overlaps = |l: &Label, f: &Finding| overlaps(l, f, dt);
-    let mut out = Vec::new();
-    for f in findings
-        .iter()
-        .filter(|f| !labels.iter().any(|l| overlaps(l, f)))
-    {
-        out.push(format!(
-            "finding without label: {} {} {}..{}",
-            f.kind.name(),
-            f.subject,
-            f.start,
-            f.end
-        ));
-    }
-    for l in labels
-        .iter()
-        .filter(|l| !findings.iter().any(|f| overlaps(l, f)))
-    {
-        out.push(format!(
-            "label without finding: {} {} {}..{} {}",
-            l.kind.name(),
-            subject(l),
-            l.start,
-            l.end,
-            l.params
-        ));
-    }
-    out
 }
 
 /// Runs the evaluation.
@@ -388,7 +198,17 @@ pub(crate) fn evaluate(args: &Args, pipeline: &PipelineConfig) -> anyhow::Result
                 .entry(a.kind.name().to_owned())
                 .or_default() += 1;
         }
-        findings(&out, dt, &mut found);
+        findings(
+            ScoredOutputs {
+                clean: &out.clean,
+                rejected: &out.rejected,
+                commands: &out.commands,
+                aggregates: &out.aggregates,
+                alerts: &out.alerts,
+            },
+            dt,
+            &mut found,
+        );
         t += dt;
     }
     let labels: Vec<Label> = labels.into_iter().filter(|l| l.start < end).collect();

@@ -9,7 +9,6 @@ use meterstack_core::reading::MeterId;
 use meterstack_core::store::keys::Role;
 use meterstack_core::store::meters::{MeterClass, MeterFields, MeterFilter, MeterStatus};
 
-use crate::certs::open_store;
 use crate::config::Config;
 
 /// Meter registry commands.
@@ -135,7 +134,7 @@ pub(crate) enum KeysCommand {
 
 #[allow(clippy::print_stdout)]
 pub(crate) async fn meters(command: MetersCommand, config: &Config) -> anyhow::Result<()> {
-    let store = open_store(config).await?;
+    let store = config.open_store().await?;
     match command {
         MetersCommand::Add {
             meter_id,
@@ -238,7 +237,7 @@ fn read_csv(file: &PathBuf) -> anyhow::Result<Vec<(MeterId, MeterFields)>> {
 
 #[allow(clippy::print_stdout)]
 pub(crate) async fn keys(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
-    let store = open_store(config).await?;
+    let store = config.open_store().await?;
     match command {
         KeysCommand::Create { role, name } => {
             let (key, plaintext) = store.create_api_key(role, &name).await?;

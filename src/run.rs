@@ -350,7 +350,8 @@ async fn bootstrap_admin_key(store: &SqlStore, data_dir: &Path) -> anyhow::Resul
         .create_api_key(ApiRole::Admin, "created on first start")
         .await?;
     let path = data_dir.join("admin-api-key");
-    crate::certs::write(&path, &format!("{plaintext}\n"), true)?;
+    meterstack_core::files::write_synced(&path, &format!("{plaintext}\n"), true)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     warn!(key_id = %key.key_id, path = %path.display(), "created the first admin API key");
     println!(
         "meterstack admin API key (shown once; also in {}): {plaintext}",

@@ -1,7 +1,7 @@
 //! Who may call what: API keys (`Authorization: Bearer <key>`) and the role each route needs.
 //!
-//! [`POLICY`] is the one table of routes and roles; the middleware applies it to every routed
-//! request, the tests walk it, and docs/ARCHITECTURE.md prints it. No key, an unknown key or a
+//! [`POLICY`] (built in [`crate::routes`] from the same list as the router) maps every route to
+//! the roles it admits; the middleware applies it to every routed request. No key, an unknown key or a
 //! revoked key gets 401; a key whose role the route does not admit gets 403; both carry the
 //! usual JSON error body.
 
@@ -13,67 +13,11 @@ use axum::response::{IntoResponse, Response};
 use meterstack_core::metrics::API_AUTH_REFUSED;
 use meterstack_core::store::keys::{ApiKey, Role};
 
+use crate::routes::POLICY;
 use crate::{ApiError, AppState};
 
 /// Roles admitted by a route; empty means public (no key needed).
 pub type Admitted = &'static [Role];
-
-const PUBLIC: Admitted = &[];
-const ANY_ROLE: Admitted = &[Role::Admin, Role::Operator, Role::Analyst, Role::Viewer];
-const DATA_READERS: Admitted = &[Role::Admin, Role::Operator, Role::Analyst];
-const ANALYSTS: Admitted = &[Role::Admin, Role::Analyst];
-const OPERATORS: Admitted = &[Role::Admin, Role::Operator];
-const ADMINS: Admitted = &[Role::Admin];
-
-/// Every route of the API with the roles it admits.
-pub const POLICY: &[(Method, &str, Admitted)] = &[
-    (Method::GET, "/healthz", PUBLIC),
-    (Method::GET, "/readyz", PUBLIC),
-    (Method::GET, "/metrics", ANY_ROLE),
-    (Method::POST, "/api/v1/query", ANALYSTS),
-    (Method::GET, "/api/v1/meters", DATA_READERS),
-    (Method::POST, "/api/v1/meters", OPERATORS),
-    (Method::GET, "/api/v1/meters/{id}", DATA_READERS),
-    (Method::GET, "/api/v1/meters/{id}/readings", ANY_ROLE),
-    (Method::PATCH, "/api/v1/meters/{id}", OPERATORS),
-    (Method::DELETE, "/api/v1/meters/{id}", OPERATORS),
-    (Method::POST, "/api/v1/meters/{id}/secret", OPERATORS),
-    (Method::POST, "/api/v1/meters/{id}/commands", OPERATORS),
-    (Method::GET, "/api/v1/meters/{id}/certificates", OPERATORS),
-    (
-        Method::POST,
-        "/api/v1/certificates/{serial}/revoke",
-        OPERATORS,
-    ),
-    (Method::GET, "/api/v1/alerts", ANY_ROLE),
-    (Method::GET, "/api/v1/alerts/{id}", ANY_ROLE),
-    (Method::POST, "/api/v1/alerts/{id}/ack", OPERATORS),
-    (Method::POST, "/api/v1/alerts/{id}/resolve", OPERATORS),
-    (Method::GET, "/api/v1/alerts/events", ANY_ROLE),
-    (Method::GET, "/api/v1/subscriptions", OPERATORS),
-    (Method::POST, "/api/v1/subscriptions", OPERATORS),
-    (Method::GET, "/api/v1/subscriptions/{id}", OPERATORS),
-    (Method::PATCH, "/api/v1/subscriptions/{id}", OPERATORS),
-    (Method::DELETE, "/api/v1/subscriptions/{id}", OPERATORS),
-    (Method::POST, "/api/v1/subscriptions/{id}/rotate", OPERATORS),
-    (Method::POST, "/api/v1/subscriptions/{id}/replay", OPERATORS),
-    (
-        Method::GET,
-        "/api/v1/subscriptions/{id}/deliveries",
-        OPERATORS,
-    ),
-    (
-        Method::GET,
-        "/api/v1/subscriptions/{id}/attempts",
-        OPERATORS,
-    ),
-    (Method::GET, "/api/v1/live", ANY_ROLE),
-    (Method::GET, "/", PUBLIC),
-    (Method::GET, "/assets/{name}", PUBLIC),
-    (Method::GET, "/api/v1/keys", ADMINS),
-    (Method::POST, "/api/v1/keys", ADMINS),
-    (Method::DELETE, "/api/v1/keys/{id}", ADMINS),
-];
 
 /// The roles `method` on `route` admits; `None` for a route not in the policy (refused).
 pub fn admitted(method: &Method, route: &str) -> Option<Admitted> {

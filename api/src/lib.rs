@@ -14,6 +14,7 @@ mod keys;
 pub mod live;
 mod meters;
 pub mod query;
+pub mod routes;
 mod subscriptions;
 mod tls;
 
@@ -28,7 +29,7 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+
 use axum::{Json, Router};
 use meterstack_core::bus::{Bus, TopicNames};
 use meterstack_core::health::Health;
@@ -97,71 +98,12 @@ pub(crate) fn next_cursor<T, C>(rows: &[T], size: u32, cursor: impl Fn(&T) -> C)
         .flatten()
 }
 
-/// The API's routes.
+/// The API's routes ([`routes`]): every process serves health and metrics; the data routes
+/// belong to the api role (the lake is built only for it).
 pub fn router(state: AppState, config: &HttpConfig) -> Router {
-    use axum::routing::delete;
-    let mut router = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
-    // The data endpoints belong to the api role (the lake is built only for it).
+    let mut router = routes::process_routes();
     if state.lake.is_some() {
-        router = router
-            .route("/api/v1/query", post(query::handle))
-            .route("/api/v1/meters", get(meters::list).post(meters::create))
-            .route(
-                "/api/v1/meters/{id}",
-                get(meters::show)
-                    .patch(meters::update)
-                    .delete(meters::delete),
-            )
-            .route("/api/v1/meters/{id}/readings", get(query::meter_readings))
-            .route("/api/v1/meters/{id}/secret", post(meters::new_secret))
-            .route("/api/v1/meters/{id}/commands", post(meters::command))
-            .route(
-                "/api/v1/meters/{id}/certificates",
-                get(meters::certificates),
-            )
-            .route(
-                "/api/v1/certificates/{serial}/revoke",
-                post(meters::revoke_certificate),
-            )
-            .route("/api/v1/alerts", get(alerts::list))
-            .route("/api/v1/alerts/events", get(subscriptions::events))
-            .route(
-                "/api/v1/subscriptions",
-                get(subscriptions::list).post(subscriptions::create),
-            )
-            .route(
-                "/api/v1/subscriptions/{id}",
-                get(subscriptions::show)
-                    .patch(subscriptions::update)
-                    .delete(subscriptions::delete),
-            )
-            .route(
-                "/api/v1/subscriptions/{id}/rotate",
-                post(subscriptions::rotate),
-            )
-            .route(
-                "/api/v1/subscriptions/{id}/replay",
-                post(subscriptions::replay),
-            )
-            .route(
-                "/api/v1/subscriptions/{id}/deliveries",
-                get(subscriptions::deliveries),
-            )
-            .route(
-                "/api/v1/subscriptions/{id}/attempts",
-                get(subscriptions::attempts),
-            )
-            .route("/api/v1/alerts/{id}", get(alerts::show))
-            .route("/api/v1/alerts/{id}/ack", post(alerts::acknowledge))
-            .route("/api/v1/alerts/{id}/resolve", post(alerts::resolve))
-            .route("/api/v1/live", get(live::upgrade))
-            .route("/", get(live::index))
-            .route("/assets/{name}", get(live::asset))
-            .route("/api/v1/keys", get(keys::list).post(keys::create))
-            .route("/api/v1/keys/{id}", delete(keys::revoke));
+        router = router.merge(routes::data_routes());
     }
     router
         .route_layer(middleware::from_fn_with_state(

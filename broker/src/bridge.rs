@@ -187,11 +187,14 @@ impl Bridge {
         if !batch.records.is_empty() {
             let n = batch.records.len() as u64;
             let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-            // The broker has acknowledged these messages: retry until the bus takes them.
+            // The broker has acknowledged these messages: retry until the bus takes them, even
+            // while stopping (the process's drain deadline is the limit), so no stop signal
+            // ends these waits.
+            let never = tokio_util::sync::CancellationToken::new();
             while let Err(e) = self.bus.append(&self.topic, batch.records.clone()).await {
                 metrics::counter!(BRIDGE_ERRORS).increment(1);
                 warn!(error = %e, retry_in_ms = backoff.next_delay().as_millis() as u64, "bus append failed");
-                backoff.wait().await;
+                backoff.wait(&never).await;
             }
             metrics::counter!(MESSAGES_RECEIVED).increment(n);
             self.backlog.delivered(batch.bytes);

@@ -3,7 +3,7 @@
 //! Every meter connects to the gate, never to rumqttd, which listens on loopback only and
 //! accepts nothing but the gate's own credentials. For each connection the gate:
 //! - terminates TLS and verifies the client certificate, if any, against the meter CA;
-//! - reads CONNECT and decides who the meter is ([`crate::auth`]): certificate, secret, or
+//! - reads CONNECT and decides who the meter is ([`crate::identity::auth`]): certificate, secret, or
 //!   (development mode only) nobody; a refusal is answered with a CONNACK code and counted;
 //! - binds the connection to that meter id: the client id must be the meter id, every PUBLISH
 //!   must go to `meters/{id}/…` (not its command topic), every SUBSCRIBE must be exactly
@@ -38,10 +38,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::auth::{Authenticator, Identity, PeerCertificate, may_publish, may_subscribe};
 use crate::backlog::{Backlog, log_size};
 use crate::config::LimitsConfig;
 use crate::connectivity::Connectivity;
+use crate::identity::auth::{Authenticator, Identity, PeerCertificate, may_publish, may_subscribe};
 use meterstack_core::mqtt::{self as packet, Frame, PacketError, kind};
 
 /// What every connection of the gate shares.

@@ -14,16 +14,16 @@
 //! bus; see [`bridge`] for how that window is kept short, and [`gate`] for how a graceful
 //! shutdown closes it.
 
-mod auth;
 mod backlog;
 pub mod bridge;
 pub mod commands;
 mod config;
 pub mod connectivity;
 mod gate;
+pub mod identity;
 
-pub use auth::REFUSAL_REASONS;
 pub use config::{BridgeConfig, LimitsConfig, MqttConfig, MqttTlsConfig};
+pub use identity::auth::REFUSAL_REASONS;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -264,7 +264,7 @@ impl MqttConfig {
             connect_timeout: self.connection_timeout,
             limits: self.limits.clone(),
             max_connections: self.max_connections,
-            auth: auth::Authenticator::new(deps.store.clone(), deps.dev),
+            auth: identity::auth::Authenticator::new(deps.store.clone(), deps.dev),
             connectivity,
             session_prefix: random_hex(4),
             sessions: AtomicU64::new(0),

@@ -1,5 +1,6 @@
 //! The pipeline's state machine: raw records in, clean and rejected readings, window
-//! aggregates, alerts and resend commands out.
+//! aggregates, alerts and resend commands out. It sequences the stages of
+//! [`crate::transforms`] and owns their state ([`crate::state`]).
 //!
 //! Time is the records' own: the pipeline clock is the newest receive time seen (in a live
 //! process it also follows the wall clock when the bus is idle), so replaying the same records
@@ -13,77 +14,22 @@ use chrono::{DateTime, Utc};
 use meterstack_core::Reading;
 use meterstack_core::bus::{Record, headers};
 use meterstack_core::metrics as m;
+use meterstack_core::records::{Aggregate, AlertType, CleanReading, RejectedReading, Rule};
 use meterstack_core::wire::Decoder;
-use meterstack_core::wire::command::{Command, CommandMessage};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use crate::anomaly::{Alerts, Baseline, Judgement, Subject};
-use crate::config::{PipelineConfig, Rules};
-use crate::intervals::{Point, SpanRules, Step, Track};
-use crate::output::{
-    Aggregate, AlertType, CleanReading, FeederCompleteness, Outputs, RejectedReading, Rule,
-};
-use crate::registry::{MeterInfo, Registry};
-use crate::vee::{self, Placement};
-use crate::windows::Windows;
+use crate::config::PipelineConfig;
+use crate::output::Outputs;
+use crate::registry::Registry;
+pub use crate::state::State;
+use crate::state::ts;
+use crate::transforms::anomaly::meter::{MeterRulesState, Observed};
+use crate::transforms::anomaly::{Subject, meter, silence};
+use crate::transforms::completeness;
+use crate::transforms::intervals::{Point, SpanRules, Step, resend};
+use crate::transforms::vee::{self, Admission, Placement};
 
 /// How often (pipeline time) silence, outages, resends and completeness are evaluated, µs.
 const TICK_US: i64 = 60_000_000;
-
-fn ts(us: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(us).unwrap_or_default()
-}
-
-/// One meter's state.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct MeterState {
-    track: Track,
-    windows: Windows,
-    alerts: Alerts,
-    baseline: Baseline,
-    /// Receive time of its newest record, µs.
-    last_received: i64,
-    /// Missing interval ends still awaited, and whether a resend was requested.
-    missing: BTreeMap<i64, bool>,
-    zero_run: u32,
-    anomaly_run: u32,
-    /// Its feeder was out while it was silent.
-    feeder_out: bool,
-}
-
-/// A feeder's state.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct FeederState {
-    alerts: Alerts,
-    /// Meters named by the open outage alert.
-    out: BTreeSet<String>,
-}
-
-/// Everything the pipeline knows, as checkpointed.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct State {
-    /// Per bus partition of `readings.raw`, the offset of the first record not yet reflected.
-    pub offsets: BTreeMap<u32, u64>,
-    clock: i64,
-    next_tick: i64,
-    meters: BTreeMap<String, MeterState>,
-    feeders: BTreeMap<String, FeederState>,
-    /// Intervals received per feeder and UTC day (start µs).
-    received: BTreeMap<String, BTreeMap<i64, u64>>,
-}
-
-impl State {
-    /// The pipeline clock.
-    pub fn clock(&self) -> DateTime<Utc> {
-        ts(self.clock)
-    }
-
-    /// Meters with state.
-    pub fn meters(&self) -> usize {
-        self.meters.len()
-    }
-}
 
 /// The processor: configuration, registry and state.
 #[derive(Debug)]
@@ -196,26 +142,19 @@ impl Processor {
         }
     }
 
-    fn rules(&self, info: &MeterInfo) -> &Rules {
-        self.config.rules_for(info.class)
-    }
-
+    /// One decoded reading through the stages: placement and validation, admission, the
+    /// interval stage, windows, the meter's rules, the clean record.
     fn reading(&mut self, r: Reading, received: i64, out: &mut Outputs) {
         let id = r.meter_id.as_str().to_owned();
         let info = self.registry.get(&id).cloned().unwrap_or_default();
-        let rules = self.rules(&info).clone();
-        let (dt, lateness, now) = (self.dt, self.lateness, self.state.clock);
+        let rules = self.config.rules_for(info.class).clone();
+        let (dt, now) = (self.dt, self.state.clock);
         let rated_w = info
             .rated_current_a
             .unwrap_or(rules.default_rated_current_a)
             * rules.nominal_voltage_v
             * f64::from(rules.phases);
-        let interval_h = dt as f64 / 3.6e9;
         let feeder = info.feeder.clone();
-        let who = Subject {
-            meter: Some(&id),
-            feeder: feeder.as_deref(),
-        };
         let mut fired: Vec<Rule> = Vec::new();
         let reject = |out: &mut Outputs, rule: Rule, ts_us: Option<i64>, detail: String| {
             metrics::counter!(m::PIPELINE_READINGS, "quality" => "rejected", "rule" => rule.name())
@@ -235,7 +174,7 @@ impl Processor {
         let was_silent = ms.alerts.is_open(AlertType::MeterSilent);
         ms.last_received = ms.last_received.max(received);
 
-        // Where it belongs on the grid.
+        // Validation: where it belongs on the grid, whether its values are possible.
         let reported = r.ts.timestamp_micros();
         let t = match vee::place(reported, received, dt, &rules) {
             Placement::OnGrid(t) => t,
@@ -244,17 +183,13 @@ impl Processor {
                 t
             }
             Placement::Unplaceable => {
-                reject(
-                    out,
-                    Rule::ClockSkew,
-                    Some(reported),
-                    format!(
-                        "timestamp {} is off the {}-minute grid and its arrival at {} does not tell the true time",
-                        r.ts,
-                        dt / 60_000_000,
-                        ts(received)
-                    ),
+                let detail = format!(
+                    "timestamp {} is off the {}-minute grid and its arrival at {} does not tell the true time",
+                    r.ts,
+                    dt / 60_000_000,
+                    ts(received)
                 );
+                reject(out, Rule::ClockSkew, Some(reported), detail);
                 return;
             }
         };
@@ -266,54 +201,40 @@ impl Processor {
             export_wh: r.export_wh.unwrap_or(0.0),
             power_w: r.power_w,
         };
-
-        // Duplicates.
-        if let Some(held) = ms.track.point(t) {
-            if held.import_wh == point.import_wh {
-                reject(
-                    out,
-                    Rule::Duplicate,
-                    Some(t),
-                    "the same reading arrived again".to_owned(),
-                );
-            } else {
-                // Two different registers for one time: the meter's clock is off.
-                reject(
-                    out,
-                    Rule::ClockSkew,
-                    Some(t),
-                    format!(
-                        "a different reading for {}, already measured (import {} Wh, held {} Wh)",
-                        ts(t),
-                        point.import_wh,
-                        held.import_wh
-                    ),
-                );
+        match vee::admit(
+            &ms.track,
+            &mut ms.missing,
+            t,
+            point.import_wh,
+            self.lateness,
+        ) {
+            Admission::New => {}
+            Admission::Duplicate => {
+                let detail = "the same reading arrived again".to_owned();
+                return reject(out, Rule::Duplicate, Some(t), detail);
             }
-            return;
+            Admission::Conflicting { held_wh } => {
+                // Two different registers for one time: the meter's clock is off.
+                let detail = format!(
+                    "a different reading for {}, already measured (import {} Wh, held {held_wh} Wh)",
+                    ts(t),
+                    point.import_wh,
+                );
+                return reject(out, Rule::ClockSkew, Some(t), detail);
+            }
+            Admission::Behind(rule) => {
+                fired.push(rule);
+                completeness::count_received(&mut self.state.received, feeder.as_deref(), t - dt);
+                emit_clean(out, &r, t, reported, received, &fired);
+                return;
+            }
         }
 
-        // Late: behind what the windows still accept.
-        let newest = ms.track.last_ts();
-        let anchor = ms.track.first_ts();
-        if anchor.is_some_and(|a| t <= a) || newest.is_some_and(|n| t < n - lateness) {
-            let rule = match ms.missing.remove(&t) {
-                Some(true) => {
-                    metrics::counter!(m::PIPELINE_RESEND_RECOVERED).increment(1);
-                    Rule::Resent
-                }
-                _ => Rule::Late,
-            };
-            fired.push(rule);
-            count_received(&mut self.state.received, feeder.as_deref(), t - dt);
-            emit_clean(out, &r, t, reported, received, &fired);
-            return;
-        }
-
+        // Intervals.
         let span_rules = SpanRules {
             dt_us: dt,
             capacity_wh: rules.register_capacity_wh,
-            max_interval_wh: rated_w * interval_h * 3.0,
+            max_interval_wh: rated_w * (dt as f64 / 3.6e9) * 3.0,
             reset_max_wh: rules.reset_max_wh,
             exchanged_on: info.exchanged_on,
             outage_min_missing: rules.outage_min_missing,
@@ -327,18 +248,13 @@ impl Processor {
             } else {
                 "next"
             };
-            reject(
-                out,
-                Rule::NegativeConsumption,
-                Some(t),
-                format!(
-                    "import register {} Wh is below the {neighbour} reading's without a rollover, reset or exchange",
-                    point.import_wh
-                ),
+            let detail = format!(
+                "import register {} Wh is below the {neighbour} reading's without a rollover, reset or exchange",
+                point.import_wh
             );
-            return;
+            return reject(out, Rule::NegativeConsumption, Some(t), detail);
         }
-
+        let newest = ms.track.last_ts();
         let in_order = newest.is_none_or(|n| t > n);
         if !in_order {
             fired.push(Rule::OutOfOrder);
@@ -350,7 +266,9 @@ impl Processor {
         if ms.feeder_out && in_order {
             ms.feeder_out = false;
         }
-        count_received(&mut self.state.received, feeder.as_deref(), t - dt);
+        completeness::count_received(&mut self.state.received, feeder.as_deref(), t - dt);
+
+        // Windows.
         for change in &ins.changes {
             ms.windows.apply(change, dt);
         }
@@ -358,333 +276,65 @@ impl Processor {
         ms.windows.observe(t, dt, r.power_w, voltage);
         self.dirty.insert(id.clone());
 
-        let k = ins.intervals_from_prev.max(1);
-        let energy = ins.energy_from_prev;
-        match ins.step {
-            Some(Step::Rollover) => fired.push(Rule::RegisterRollover),
-            Some(Step::Exchange) => fired.push(Rule::MeterExchange),
-            Some(Step::Reset) => {
-                fired.push(Rule::RegisterReset);
-                let prev = ms.track.before(t).map(|(_, p)| p.import_wh);
-                ms.alerts.open(
-                    AlertType::RegisterReset,
-                    who,
-                    t,
-                    now,
-                    json!({ "previous_import_wh": prev, "import_wh": point.import_wh }),
-                    &mut out.alerts,
-                );
-            }
-            _ => {}
-        }
-        let counted = matches!(ins.step, Some(Step::Normal | Step::Rollover));
-        // A spike: more energy per interval than the rated current allows.
-        let spike_limit = rated_w * interval_h * rules.spike_factor;
-        let spike = counted && ins.step.is_some() && energy / k as f64 > spike_limit;
-        if spike {
-            fired.push(Rule::Spike);
-        }
-        // A frozen register: no movement while power is reported.
-        let frozen = counted
-            && k == 1
-            && energy == 0.0
-            && ins.export_from_prev == 0.0
-            && r.power_w
-                .is_some_and(|p| p.abs() >= rules.frozen_min_power_w);
-        if frozen {
-            fired.push(Rule::FrozenRegister);
-        }
-        if let Some(Rule::Gap) = ins.hole {
-            let prev = t - ins.intervals_from_prev * dt;
-            for missing in (1..ins.intervals_from_prev).map(|i| prev + i * dt) {
-                ms.missing.entry(missing).or_insert(false);
-            }
-        }
-
-        // Condition alerts follow the meter's newest reading only.
-        if in_order && ins.step.is_some() {
-            ms.alerts.set(
-                AlertType::ConsumptionSpike,
-                spike,
-                who,
-                t,
-                now,
-                json!({ "energy_wh": energy, "intervals": k, "limit_wh": spike_limit }),
-                &mut out.alerts,
-            );
-            ms.alerts.set(
-                AlertType::FrozenRegister,
-                frozen || (ms.alerts.is_open(AlertType::FrozenRegister) && energy == 0.0),
-                who,
-                t,
-                now,
-                json!({ "import_wh": point.import_wh, "power_w": r.power_w }),
-                &mut out.alerts,
-            );
-            if info.import_only() {
-                let reverse = ins.export_from_prev > rules.reverse_min_wh * k as f64;
-                ms.alerts.set(AlertType::ReverseFlow, reverse, who, t, now,
-                    json!({ "export_wh": ins.export_from_prev, "intervals": k, "power_w": r.power_w }), &mut out.alerts);
-            }
-            let zero = energy == 0.0
-                && ins.export_from_prev == 0.0
-                && r.power_w.is_none_or(|p| p.abs() < 1.0);
-            ms.zero_run = if zero {
-                ms.zero_run.saturating_add(k as u32)
-            } else {
-                0
-            };
-            ms.alerts.set(
-                AlertType::ZeroConsumption,
-                ms.zero_run >= rules.zero_consumption_intervals,
-                who,
-                t,
-                now,
-                json!({ "intervals": ms.zero_run }),
-                &mut out.alerts,
-            );
-            if k == 1 && counted && !spike {
-                let judgement = ms.baseline.observe(t - dt, energy, &self.config.baseline);
-                ms.anomaly_run = match judgement {
-                    Judgement::Outside { .. } => ms.anomaly_run + 1,
-                    _ => 0,
-                };
-                let evidence = match judgement {
-                    Judgement::Outside { mean, band } => {
-                        json!({ "energy_wh": energy, "normal_wh": mean, "band_wh": band })
-                    }
-                    _ => json!({ "energy_wh": energy }),
-                };
-                ms.alerts.set(
-                    AlertType::ConsumptionAnomaly,
-                    ms.anomaly_run >= self.config.baseline.sustain_intervals,
-                    who,
-                    t,
-                    now,
-                    evidence,
-                    &mut out.alerts,
-                );
-            }
-        }
-        if in_order && let Some(v) = voltage {
-            let nominal = rules.nominal_voltage_v;
-            ms.alerts.set(
-                AlertType::VoltageSag,
-                v < nominal * (1.0 - rules.voltage_tolerance),
-                who,
-                t,
-                now,
-                json!({ "voltage_v": v, "nominal_v": nominal }),
-                &mut out.alerts,
-            );
-            ms.alerts.set(
-                AlertType::VoltageSwell,
-                v > nominal * (1.0 + rules.voltage_tolerance),
-                who,
-                t,
-                now,
-                json!({ "voltage_v": v, "nominal_v": nominal }),
-                &mut out.alerts,
-            );
-        }
-        if was_silent {
-            let cause = if fired.contains(&Rule::Backfill) {
-                "connection"
-            } else {
-                match ins.hole {
-                    Some(Rule::Outage) => "no_supply",
-                    Some(Rule::Gap) => "gap",
-                    _ => "unknown",
-                }
-            };
-            let end = if cause == "connection" { t } else { t - dt };
-            ms.alerts.resolve(
-                AlertType::MeterSilent,
-                who,
-                end,
-                now,
-                json!({ "cause": cause }),
-                &mut out.alerts,
-            );
-        }
+        // The meter's rules, then the gaps to ask for again.
+        let observed = Observed {
+            who: Subject {
+                meter: Some(&id),
+                feeder: feeder.as_deref(),
+            },
+            t,
+            now,
+            dt,
+            inserted: &ins,
+            import_wh: point.import_wh,
+            previous_import_wh: ms.track.before(t).map(|(_, p)| p.import_wh),
+            power_w: r.power_w,
+            voltage_v: voltage,
+            in_order,
+            import_only: info.import_only(),
+            rated_w,
+            was_silent,
+        };
+        let state = MeterRulesState {
+            alerts: &mut ms.alerts,
+            baseline: &mut ms.baseline,
+            zero_run: &mut ms.zero_run,
+            anomaly_run: &mut ms.anomaly_run,
+        };
+        meter::observe(
+            &observed,
+            state,
+            &rules,
+            &self.config.baseline,
+            &mut fired,
+            &mut out.alerts,
+        );
+        resend::remember_gap(&mut ms.missing, &ins, t, dt);
         emit_clean(out, &r, t, reported, received, &fired);
     }
 
-    /// Time-driven rules: silent meters, feeder outages, resend requests, completeness.
+    /// Time-driven rules: silent meters and feeder outages, resend requests, completeness.
     fn tick(&mut self, out: &mut Outputs) {
-        let now = self.state.clock;
-        let dt = self.dt;
-        // Silent meters, grouped by feeder.
-        let mut silent_by_feeder: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut silent_alone: Vec<String> = Vec::new();
-        for (id, ms) in &self.state.meters {
-            let info = self.registry.get(id);
-            let rules = self.config.rules_for(info.and_then(|i| i.class));
-            let limit = i64::from(rules.silent_intervals) * dt + dt / 2;
-            if now - ms.last_received <= limit || ms.feeder_out {
-                continue;
-            }
-            match info.and_then(|i| i.feeder.clone()) {
-                Some(f) => silent_by_feeder.entry(f).or_default().push(id.clone()),
-                None => silent_alone.push(id.clone()),
-            }
-        }
-        // Feeders: open an outage when enough meters are silent together; close it when most
-        // of its meters are back.
-        let fo = &self.config.feeder_outage;
-        let feeder_names: BTreeSet<String> = self
-            .state
-            .feeders
-            .keys()
-            .cloned()
-            .chain(silent_by_feeder.keys().cloned())
-            .collect();
-        for feeder in feeder_names {
-            let silent = silent_by_feeder.remove(&feeder).unwrap_or_default();
-            let size = self.registry.feeder_size(&feeder).max(1);
-            let fs = self.state.feeders.entry(feeder.clone()).or_default();
-            let who = Subject {
-                meter: None,
-                feeder: Some(&feeder),
-            };
-            let enough =
-                silent.len() >= fo.min_meters && silent.len() as f64 >= fo.min_share * size as f64;
-            if !fs.alerts.is_open(AlertType::FeederOutage) && enough {
-                let start = silent
-                    .iter()
-                    .filter_map(|id| self.state.meters.get(id)?.track.last_ts())
-                    .min()
-                    .map_or(now, |t| t + dt);
-                fs.alerts.open(
-                    AlertType::FeederOutage,
-                    who,
-                    start,
-                    now,
-                    json!({ "meters": silent, "feeder_meters": size }),
-                    &mut out.alerts,
-                );
-                for id in &silent {
-                    if let Some(ms) = self.state.meters.get_mut(id) {
-                        ms.feeder_out = true;
-                        let mw = Subject {
-                            meter: Some(id),
-                            feeder: Some(&feeder),
-                        };
-                        ms.alerts.resolve(
-                            AlertType::MeterSilent,
-                            mw,
-                            now,
-                            now,
-                            json!({ "cause": "feeder_outage" }),
-                            &mut out.alerts,
-                        );
-                    }
-                }
-                fs.out = silent.into_iter().collect();
-                continue;
-            }
-            if fs.alerts.is_open(AlertType::FeederOutage) {
-                let still_out = fs
-                    .out
-                    .iter()
-                    .filter(|id| self.state.meters.get(*id).is_some_and(|ms| ms.feeder_out))
-                    .count();
-                if (still_out as f64) < fo.min_share * fs.out.len() as f64 {
-                    let restored = fs.out.len() - still_out;
-                    fs.alerts.resolve(
-                        AlertType::FeederOutage,
-                        who,
-                        now,
-                        now,
-                        json!({ "meters": fs.out, "restored": restored }),
-                        &mut out.alerts,
-                    );
-                    fs.out.clear();
-                }
-            }
-            if !enough {
-                silent_alone.extend(silent);
-            }
-        }
-        for id in silent_alone {
-            let Some(ms) = self.state.meters.get_mut(&id) else {
-                continue;
-            };
-            let feeder = self.registry.get(&id).and_then(|i| i.feeder.clone());
-            let since = ms.track.last_ts().map_or(ms.last_received, |t| t + dt);
-            let who = Subject {
-                meter: Some(&id),
-                feeder: feeder.as_deref(),
-            };
-            ms.alerts.open(
-                AlertType::MeterSilent,
-                who,
-                since,
-                now,
-                json!({ "last_received": ts(ms.last_received) }),
-                &mut out.alerts,
-            );
-        }
-
-        // Resend requests for gaps older than `resend_after`; forget requests twice as old.
-        let due = now - self.resend_after;
-        for (id, ms) in &mut self.state.meters {
-            ms.missing
-                .retain(|t, requested| !(*requested && *t < due - self.resend_after));
-            let wanted: Vec<i64> = ms
-                .missing
-                .iter_mut()
-                .filter(|(t, requested)| **t <= due && !**requested)
-                .map(|(t, requested)| {
-                    *requested = true;
-                    *t
-                })
-                .collect();
-            for run in runs(&wanted, dt) {
-                let (from, to) = (run[0], run[run.len() - 1] + dt);
-                metrics::counter!(m::PIPELINE_RESEND_REQUESTED).increment(run.len() as u64);
-                out.commands.push((
-                    id.clone(),
-                    CommandMessage {
-                        command_id: format!("resend-{id}-{from}"),
-                        issued_at: ts(now),
-                        command: Command::Resend {
-                            from: ts(from),
-                            to: ts(to),
-                        },
-                    },
-                ));
-            }
-        }
-
-        // Completeness of days that closed (plus the allowed lateness).
-        let day = 86_400_000_000_i64;
-        let intervals_per_day = (day / dt) as u64;
-        for (feeder, days) in &mut self.state.received {
-            let closed: Vec<i64> = days
-                .keys()
-                .copied()
-                .filter(|d| d + day + self.lateness <= now)
-                .collect();
-            for d in closed {
-                let received = days.remove(&d).unwrap_or(0);
-                let expected = self.registry.feeder_size(feeder) as u64 * intervals_per_day;
-                let ratio = if expected == 0 {
-                    0.0
-                } else {
-                    received as f64 / expected as f64
-                };
-                metrics::gauge!(m::PIPELINE_COMPLETENESS, "feeder" => feeder.clone()).set(ratio);
-                out.aggregates
-                    .push(Aggregate::FeederCompleteness(FeederCompleteness {
-                        feeder: feeder.clone(),
-                        day: ts(d).date_naive(),
-                        expected_intervals: expected,
-                        received_intervals: received,
-                        completeness: ratio,
-                    }));
-            }
-        }
+        let (now, dt) = (self.state.clock, self.dt);
+        let s = &mut self.state;
+        silence::tick(
+            &mut s.meters,
+            &mut s.feeders,
+            &self.registry,
+            &self.config,
+            now,
+            dt,
+            &mut out.alerts,
+        );
+        resend::requests(&mut s.meters, now, self.resend_after, dt, &mut out.commands);
+        completeness::close_days(
+            &mut s.received,
+            &self.registry,
+            now,
+            dt,
+            self.lateness,
+            &mut out.aggregates,
+        );
     }
 
     /// Emits the windows that changed and finalizes what fell out of the allowed lateness.
@@ -710,37 +360,6 @@ impl Processor {
             out.aggregates.push(Aggregate::MeterWindow(w));
         }
     }
-}
-
-/// Counts an interval starting at `start` as received for `feeder`'s completeness.
-fn count_received(
-    received: &mut BTreeMap<String, BTreeMap<i64, u64>>,
-    feeder: Option<&str>,
-    start: i64,
-) {
-    if let Some(f) = feeder {
-        let day = start.div_euclid(86_400_000_000) * 86_400_000_000;
-        *received
-            .entry(f.to_owned())
-            .or_default()
-            .entry(day)
-            .or_default() += 1;
-    }
-}
-
-/// Splits sorted times into runs of consecutive grid points.
-fn runs(times: &[i64], dt: i64) -> Vec<&[i64]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for i in 1..=times.len() {
-        if i == times.len() || times[i] != times[i - 1] + dt {
-            if start < i {
-                out.push(&times[start..i]);
-            }
-            start = i;
-        }
-    }
-    out
 }
 
 fn emit_clean(

@@ -1,7 +1,8 @@
 //! The pipeline on the bus: consume `readings.raw`, emit to `readings.clean`,
 //! `readings.rejected`, `aggregates`, `alerts` and `meter.commands`, checkpoint the state.
 //!
-//! Order of durability, per loop: outputs are appended; every `checkpoint_interval` the state
+//! It runs on the bus's one consumer driver ([`consume`]). Order of durability, per batch:
+//! outputs are appended (retried in place until the bus takes them); every `checkpoint_interval` the state
 //! (with, per partition, the offset of the first record it does not reflect) is written to the
 //! object store, and only then are the bus offsets committed. After a crash the pipeline loads
 //! the checkpoint and skips redelivered records it already reflects, so its state neither
@@ -9,13 +10,14 @@
 //! again, identically (the processor is deterministic): at-least-once, with stable keys for
 //! consumers to deduplicate.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use meterstack_core::backoff::Backoff;
-use meterstack_core::bus::{Bus, Record, Subscription, TopicNames};
+use meterstack_core::bus::consumer::{ConsumerOptions, Handler, consume};
+use meterstack_core::bus::{Bus, Delivery, Record, Subscription, TopicNames};
 use meterstack_core::metrics as m;
 use meterstack_core::store::SqlStore;
 use object_store::path::Path;
@@ -25,9 +27,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::PipelineConfig;
-use crate::output::{Aggregate, Outputs};
+use crate::output::Outputs;
 use crate::processor::{Processor, State};
 use crate::registry::Registry;
+use meterstack_core::records::Aggregate;
 
 /// Errors of the pipeline runner.
 #[derive(Debug, thiserror::Error)]
@@ -150,97 +153,127 @@ fn records<T: Serialize>(items: &[T], key: impl Fn(&T) -> String) -> Vec<Record>
 
 impl Pipeline {
     /// Runs until `shutdown`, then drains what is on the bus, checkpoints and commits.
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), Error> {
-        let mut last_checkpoint = Instant::now();
-        let mut last_record = Instant::now();
-        let mut last_registry = Instant::now();
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        loop {
-            let draining = shutdown.is_cancelled();
-            let wait = Duration::from_millis(if draining { 50 } else { 250 });
-            let deliveries = match self.subscription.poll(self.config.poll_max, wait).await {
-                Ok(d) => d,
-                Err(e) => {
-                    metrics::counter!(m::PIPELINE_ERRORS, "op" => "poll").increment(1);
-                    warn!(error = %e, "pipeline: bus poll failed; retrying");
-                    backoff.wait().await;
-                    continue;
-                }
-            };
-            let caught_up = deliveries.is_empty();
-            let mut out = Outputs::default();
-            for d in &deliveries {
-                let next = self
-                    .processor
-                    .state()
-                    .offsets
-                    .get(&d.partition)
-                    .copied()
-                    .unwrap_or(0);
-                if d.offset < next {
-                    continue;
-                }
-                self.processor.record(&d.record, &mut out);
-                self.processor
-                    .offsets_mut()
-                    .insert(d.partition, d.offset + 1);
-            }
-            if caught_up {
-                if !self.config.idle_clock.is_zero()
-                    && last_record.elapsed() >= self.config.idle_clock
-                {
-                    self.processor
-                        .advance(Utc::now().timestamp_micros(), &mut out);
-                }
-            } else {
-                last_record = Instant::now();
-            }
-            self.processor.flush(&mut out);
-            publish(&self.deps, out).await?;
-            if last_checkpoint.elapsed() >= self.config.checkpoint_interval
-                || (draining && caught_up)
-            {
-                match save_checkpoint(&self.deps.state_store, self.processor.state()).await {
-                    Ok(()) => {
-                        if let Err(e) = self.subscription.commit().await {
-                            metrics::counter!(m::PIPELINE_ERRORS, "op" => "commit").increment(1);
-                            warn!(error = %e, "pipeline: commit failed; the checkpoint covers it");
-                        }
-                        last_checkpoint = Instant::now();
-                    }
-                    Err(e) => {
-                        metrics::counter!(m::PIPELINE_ERRORS, "op" => "checkpoint").increment(1);
-                        warn!(error = %e, "pipeline: checkpoint failed; offsets stay uncommitted");
-                        if draining && caught_up {
-                            return Err(e);
-                        }
-                    }
-                }
-            }
-            if draining && caught_up {
-                info!("pipeline drained and checkpointed");
-                return Ok(());
-            }
-            if last_registry.elapsed() >= Duration::from_secs(60) {
-                last_registry = Instant::now();
-                match Registry::load(&self.deps.store).await {
-                    Ok(r) => self.processor.set_registry(Arc::new(r)),
-                    Err(e) => {
-                        warn!(error = %e, "pipeline: registry refresh failed; keeping the old one")
-                    }
-                }
-            }
-        }
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let Pipeline {
+            config,
+            processor,
+            mut subscription,
+            deps,
+        } = self;
+        let options = ConsumerOptions {
+            batch: config.poll_max,
+            wait: Duration::from_millis(250),
+            drain: true,
+            retry_initial: Duration::from_millis(200),
+            ..ConsumerOptions::new(config.group.clone())
+        };
+        let mut stage = Stage {
+            config,
+            processor,
+            deps,
+            pending: VecDeque::new(),
+            last_checkpoint: Instant::now(),
+            last_record: Instant::now(),
+            last_registry: Instant::now(),
+        };
+        consume(subscription.as_mut(), &mut stage, &options, &shutdown).await;
+        Ok(())
     }
 }
 
-/// Appends `out` to the output topics, retrying a failing bus a few times.
-async fn publish(deps: &PipelineDeps, out: Outputs) -> Result<(), Error> {
-    if out.is_empty() {
-        return Ok(());
+/// The pipeline as a consumer: records go through the processor in memory; its outputs are
+/// appended, then (every `checkpoint_interval`) the state is checkpointed, and only then may
+/// the bus position be committed.
+struct Stage {
+    config: PipelineConfig,
+    processor: Processor,
+    deps: PipelineDeps,
+    /// Output records not yet appended, by topic, in order.
+    pending: VecDeque<(String, Vec<Record>)>,
+    last_checkpoint: Instant,
+    last_record: Instant,
+    last_registry: Instant,
+}
+
+impl Handler for Stage {
+    type Error = Error;
+
+    fn handle(&mut self, batch: Vec<Delivery>) {
+        let caught_up = batch.is_empty();
+        let mut out = Outputs::default();
+        for d in &batch {
+            let next = self
+                .processor
+                .state()
+                .offsets
+                .get(&d.partition)
+                .copied()
+                .unwrap_or(0);
+            // Already reflected in the checkpoint this state was loaded from.
+            if d.offset < next {
+                continue;
+            }
+            self.processor.record(&d.record, &mut out);
+            self.processor
+                .offsets_mut()
+                .insert(d.partition, d.offset + 1);
+        }
+        if caught_up {
+            if !self.config.idle_clock.is_zero()
+                && self.last_record.elapsed() >= self.config.idle_clock
+            {
+                self.processor
+                    .advance(Utc::now().timestamp_micros(), &mut out);
+            }
+        } else {
+            self.last_record = Instant::now();
+        }
+        self.processor.flush(&mut out);
+        self.pending.extend(output_records(&self.deps.topics, out));
     }
-    let t = &deps.topics;
-    let batches = [
+
+    async fn flush(&mut self, last: bool) -> Result<bool, Error> {
+        while let Some((topic, records)) = self.pending.front() {
+            if let Err(e) = self.deps.bus.append(topic, records.clone()).await {
+                metrics::counter!(m::PIPELINE_ERRORS, "op" => "append").increment(1);
+                return Err(e.into());
+            }
+            self.pending.pop_front();
+        }
+        if self.last_registry.elapsed() >= Duration::from_secs(60) {
+            self.last_registry = Instant::now();
+            match Registry::load(&self.deps.store).await {
+                Ok(r) => self.processor.set_registry(Arc::new(r)),
+                Err(e) => {
+                    warn!(error = %e, "pipeline: registry refresh failed; keeping the old one")
+                }
+            }
+        }
+        if !last && self.last_checkpoint.elapsed() < self.config.checkpoint_interval {
+            return Ok(false);
+        }
+        if let Err(e) = save_checkpoint(&self.deps.state_store, self.processor.state()).await {
+            metrics::counter!(m::PIPELINE_ERRORS, "op" => "checkpoint").increment(1);
+            return Err(e);
+        }
+        self.last_checkpoint = Instant::now();
+        if last {
+            info!("pipeline drained and checkpointed");
+        }
+        Ok(true)
+    }
+}
+
+/// `out` as records, by output topic, in the order they are appended.
+fn output_records(t: &TopicNames, out: Outputs) -> Vec<(String, Vec<Record>)> {
+    if out.is_empty() {
+        return Vec::new();
+    }
+    let mut commands = records(&out.commands, |(id, _)| id.clone());
+    for (rec, (_, cmd)) in commands.iter_mut().zip(&out.commands) {
+        rec.value = Bytes::from(serde_json::to_vec(cmd).unwrap_or_default());
+    }
+    [
         (
             &t.readings_clean,
             records(&out.clean, |r| r.meter_id.clone()),
@@ -265,32 +298,10 @@ async fn publish(deps: &PipelineDeps, out: Outputs) -> Result<(), Error> {
                     .unwrap_or_default()
             }),
         ),
-        (&t.meter_commands, {
-            let mut recs = records(&out.commands, |(id, _)| id.clone());
-            for (rec, (_, cmd)) in recs.iter_mut().zip(&out.commands) {
-                rec.value = Bytes::from(serde_json::to_vec(cmd).unwrap_or_default());
-            }
-            recs
-        }),
-    ];
-    for (topic, recs) in batches {
-        if recs.is_empty() {
-            continue;
-        }
-        let mut attempt = 0;
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        loop {
-            match deps.bus.append(topic, recs.clone()).await {
-                Ok(()) => break,
-                Err(e) if attempt < 5 => {
-                    attempt += 1;
-                    metrics::counter!(m::PIPELINE_ERRORS, "op" => "append").increment(1);
-                    warn!(error = %e, topic, attempt, "pipeline: append failed; retrying");
-                    backoff.wait().await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    Ok(())
+        (&t.meter_commands, commands),
+    ]
+    .into_iter()
+    .filter(|(_, recs)| !recs.is_empty())
+    .map(|(topic, recs)| (topic.clone(), recs))
+    .collect()
 }

@@ -21,6 +21,7 @@ pub mod load;
 pub mod meter;
 pub mod offline;
 mod run;
+pub mod score;
 pub mod verify;
 
 pub use faults::{FaultConfig, FaultType, Label};

@@ -199,7 +199,7 @@ pub(crate) async fn analytics_set(meters: usize, days: u32, runs: usize) -> anyh
 
     // The registry, as `meterstack meters import` fills it; DuckDB reads the same as CSV.
     let specs = build_fleet(&sim.fleet, &sim.shape()?).map_err(|e| anyhow::anyhow!(e))?;
-    let sql = crate::certs::open_store(&config).await?;
+    let sql = config.open_store().await?;
     let mut rows = Vec::new();
     let mut csv = String::from("meter_id,feeder\n");
     for s in &specs {

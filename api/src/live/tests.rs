@@ -7,8 +7,8 @@ use chrono::{TimeDelta, Utc};
 use meterstack_core::bus::embedded::EmbeddedBus;
 use meterstack_core::bus::{Record, Retention};
 use meterstack_core::reading::MeterId;
+use meterstack_core::records::{Alert, AlertEvent, AlertType, Severity};
 use meterstack_core::store::StoreConfig;
-use meterstack_core::store::alerts::AlertInput;
 use meterstack_core::store::meters::MeterFields;
 use serde_json::Value;
 
@@ -254,11 +254,11 @@ fn socket_note(client: &Arc<Client>, pending: &mut Vec<Arc<str>>) {
 async fn alerts_resume_from_a_cursor_then_follow_without_gaps_or_repeats() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (hub, _bus, store) = hub(dir.path(), LiveConfig::default()).await;
-    let open = |i: usize| AlertInput {
+    let open = |i: usize| Alert {
         alert_id: format!("a{i}"),
-        opened: true,
-        alert_type: "voltage_swell".into(),
-        severity: "major".into(),
+        event: AlertEvent::Opened,
+        kind: AlertType::VoltageSwell,
+        severity: Severity::Major,
         meter_id: Some(format!("m-{i}")),
         feeder: None,
         start: Utc::now(),

@@ -188,6 +188,7 @@ impl Bus for KafkaBus {
             timeout: self.config.timeout,
             lag_exported: None,
             tail: false,
+            deferred: None,
         }))
     }
 
@@ -237,6 +238,7 @@ impl Bus for KafkaBus {
             timeout: self.config.timeout,
             lag_exported: None,
             tail: true,
+            deferred: None,
         }))
     }
 
@@ -262,6 +264,8 @@ struct KafkaSubscription {
     lag_exported: Option<std::time::Instant>,
     /// A [tail](Bus::tail): assigned every partition, commits nothing.
     tail: bool,
+    /// An error met after records were taken in the same poll, reported by the next one.
+    deferred: Option<KafkaError>,
 }
 
 const LAG_EVERY: Duration = Duration::from_secs(5);
@@ -306,6 +310,9 @@ fn to_delivery(m: &rdkafka::message::BorrowedMessage<'_>) -> Delivery {
 #[async_trait]
 impl Subscription for KafkaSubscription {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        if let Some(e) = self.deferred.take() {
+            return Err(kafka(e));
+        }
         let mut out = Vec::new();
         let first = match tokio::time::timeout(wait, self.consumer.recv()).await {
             Err(_) => return Ok(out),
@@ -313,7 +320,17 @@ impl Subscription for KafkaSubscription {
         };
         let mut next = Some(first);
         while let Some(message) = next.take() {
-            let m = message.map_err(kafka)?;
+            let m = match message {
+                Ok(m) => m,
+                Err(e) if out.is_empty() => return Err(kafka(e)),
+                // The records taken so far are this consumer's now (librdkafka's position has
+                // moved past them): hand them over, and report the error on the next poll.
+                // Dropping them here would let the next commit skip records nobody handled.
+                Err(e) => {
+                    self.deferred = Some(e);
+                    break;
+                }
+            };
             self.polled.insert(m.partition(), m.offset() + 1);
             out.push(to_delivery(&m));
             if out.len() >= max {

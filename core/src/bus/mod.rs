@@ -5,6 +5,9 @@
 //! and a consumer commits only after its own output is durable, which makes delivery
 //! at-least-once end to end.
 //!
+//! Every consumer runs on one driver, [`consumer::consume`]: poll → handle → make the output
+//! durable → commit, with one retry policy.
+//!
 //! The backend is chosen once, in configuration ([`BusConfig::build`]); code above the [`Bus`]
 //! trait never asks which one it has.
 //!
@@ -14,6 +17,7 @@
 //! | `kafka` ([`kafka::KafkaBus`]) | the Kafka cluster's (`acks=all`) | roles in several processes or on several machines |
 
 mod codec;
+pub mod consumer;
 pub mod embedded;
 pub mod kafka;
 
@@ -175,7 +179,7 @@ pub mod headers {
 }
 
 /// Which backend carries the bus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum BusBackend {
     /// A durable log on local disk; see [`embedded::EmbeddedBus`].
@@ -183,6 +187,19 @@ pub enum BusBackend {
     Embedded,
     /// Apache Kafka or a Kafka-protocol broker; see [`kafka::KafkaBus`].
     Kafka,
+}
+
+impl std::str::FromStr for BusBackend {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "embedded" => Ok(Self::Embedded),
+            "kafka" => Ok(Self::Kafka),
+            other => Err(format!(
+                "the bus backend is embedded or kafka, not {other:?}"
+            )),
+        }
+    }
 }
 
 /// Section `[bus.retention]`: how long topics keep records, on either backend (the embedded

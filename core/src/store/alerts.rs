@@ -14,6 +14,8 @@ use sqlx::any::AnyRow;
 
 use super::webhooks::append_event;
 use super::{Result, SqlStore, StoreError, from_micros, now_micros};
+pub use crate::records::alert::Severity;
+use crate::records::alert::{Alert, AlertEvent};
 
 /// Where an alert is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,72 +52,6 @@ impl AlertState {
             }
         })
     }
-}
-
-/// Alert severity, most urgent first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// Many customers affected.
-    Critical,
-    /// Grid quality, tamper or billing at risk.
-    Major,
-    /// One meter needs a look.
-    Minor,
-    /// Informational.
-    Warning,
-}
-
-impl Severity {
-    /// Every severity, most urgent first.
-    pub const ALL: [Severity; 4] = [Self::Critical, Self::Major, Self::Minor, Self::Warning];
-
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Critical => "critical",
-            Self::Major => "major",
-            Self::Minor => "minor",
-            Self::Warning => "warning",
-        }
-    }
-
-    /// Parses a stored or requested name.
-    pub fn parse(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| {
-                StoreError::Invalid(format!(
-                    "severity must be critical, major, minor or warning, not {s:?}"
-                ))
-            })
-    }
-}
-
-/// An event of the `alerts` topic, as the store takes it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AlertInput {
-    /// The pipeline's stable id.
-    pub alert_id: String,
-    /// `true` for `opened`, `false` for `resolved`.
-    pub opened: bool,
-    /// Its type (`voltage_excursion`, …).
-    pub alert_type: String,
-    /// Its severity (`critical`, `major`, `minor`, `warning`).
-    pub severity: String,
-    /// The meter, if any.
-    pub meter_id: Option<String>,
-    /// The feeder, if known.
-    pub feeder: Option<String>,
-    /// When the condition began.
-    pub start: DateTime<Utc>,
-    /// When it cleared.
-    pub end: Option<DateTime<Utc>>,
-    /// When the pipeline emitted the event.
-    pub at: DateTime<Utc>,
-    /// What triggered it.
-    pub evidence: serde_json::Value,
 }
 
 /// A stored alert.
@@ -166,6 +102,18 @@ pub enum Transition {
     Resolved,
     /// No change: a reminder that the alert is still unacknowledged (escalation).
     Reminder,
+}
+
+impl Transition {
+    /// The snake_case name, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Opened => "opened",
+            Self::Acknowledged => "acknowledged",
+            Self::Resolved => "resolved",
+            Self::Reminder => "reminder",
+        }
+    }
 }
 
 /// Filters of [`SqlStore::list_alerts`] (`GET /api/v1/alerts`); newest first.
@@ -236,10 +184,8 @@ impl SqlStore {
     /// Applies an event of the `alerts` topic. Returns the alert and what changed, or `None`
     /// when nothing did (a redelivery, a second `opened` for an active subject, a
     /// `resolved` for an alert already resolved).
-    pub async fn record_alert(
-        &self,
-        input: &AlertInput,
-    ) -> Result<Option<(StoredAlert, Transition)>> {
+    pub async fn record_alert(&self, input: &Alert) -> Result<Option<(StoredAlert, Transition)>> {
+        let opened = input.event == AlertEvent::Opened;
         let subject = input
             .meter_id
             .clone()
@@ -249,7 +195,7 @@ impl SqlStore {
         let evidence = input.evidence.to_string();
         let mut tx = self.begin().await?;
         let existing = fetch(&mut *tx, &input.alert_id).await?;
-        let transition = match (&existing, input.opened) {
+        let transition = match (&existing, opened) {
             (Some(_), true) => None,
             (Some(a), false) if a.state == AlertState::Resolved => None,
             (Some(_), false) => {
@@ -272,8 +218,8 @@ impl SqlStore {
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) ON CONFLICT DO NOTHING",
                 )
                 .bind(&input.alert_id)
-                .bind(&input.alert_type)
-                .bind(&input.severity)
+                .bind(input.kind.name())
+                .bind(input.severity.as_str())
                 .bind(input.meter_id.as_deref())
                 .bind(input.feeder.as_deref())
                 .bind(&subject)

@@ -12,19 +12,7 @@ use super::secret::{constant_time_eq, random_hex, sha256_hex};
 use super::{Result, SqlStore, StoreError, from_micros, now_micros};
 
 /// What a key may do.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything, including keys.
@@ -35,6 +23,13 @@ pub enum Role {
     Analyst,
     /// Dashboards.
     Viewer,
+}
+
+impl std::str::FromStr for Role {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
 }
 
 impl Role {

@@ -74,6 +74,12 @@ pub enum StoreError {
     Invalid(String),
 }
 
+impl From<crate::records::UnknownName> for StoreError {
+    fn from(e: crate::records::UnknownName) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
 /// `Result` with [`StoreError`].
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

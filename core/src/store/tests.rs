@@ -383,14 +383,15 @@ macro_rules! suite {
 
             #[tokio::test]
             async fn alerts_lifecycle_is_idempotent_with_one_active_alert_per_subject() {
-                use crate::store::alerts::{AlertFilter, AlertInput, AlertState, Transition};
+                use crate::records::{Alert, AlertEvent, AlertType};
+                use crate::store::alerts::{AlertFilter, AlertState, Severity, Transition};
                 let (_d, store) = open().await;
                 let t0 = Utc::now() - TimeDelta::hours(1);
-                let input = |id: &str, meter: &str, opened: bool, minutes: i64| AlertInput {
+                let input = |id: &str, meter: &str, opened: bool, minutes: i64| Alert {
                     alert_id: id.into(),
-                    opened,
-                    alert_type: "voltage_excursion".into(),
-                    severity: "major".into(),
+                    event: if opened { AlertEvent::Opened } else { AlertEvent::Resolved },
+                    kind: AlertType::VoltageSwell,
+                    severity: Severity::Major,
                     meter_id: Some(meter.into()),
                     feeder: Some("F1".into()),
                     start: t0 + TimeDelta::minutes(minutes),
@@ -454,7 +455,7 @@ macro_rules! suite {
                     to: Some(t0 + TimeDelta::minutes(61)),
                     feeder: Some("F1".into()),
                     severity: Some("major".into()),
-                    alert_type: Some("voltage_excursion".into()),
+                    alert_type: Some("voltage_swell".into()),
                     ..AlertFilter::default()
                 };
                 assert_eq!(ids(store.list_alerts(&window).await.unwrap()), ["a4", "a3"]);
@@ -463,16 +464,17 @@ macro_rules! suite {
             #[tokio::test]
             async fn events_feed_the_outbox_of_matching_subscriptions() {
                 use std::time::Duration;
-                use crate::store::alerts::{AlertInput, Severity};
+                use crate::records::{Alert, AlertEvent, AlertType};
+                use crate::store::alerts::Severity;
                 use crate::store::webhooks::{
                     AttemptOutcome, AttemptRecord, DeliveryState, SubscriptionFilter,
                 };
                 let (_d, store) = open().await;
-                let input = |id: &str, kind: &str, severity: &str, meter: &str, opened: bool| AlertInput {
+                let input = |id: &str, kind: &str, severity: &str, meter: &str, opened: bool| Alert {
                     alert_id: id.into(),
-                    opened,
-                    alert_type: kind.into(),
-                    severity: severity.into(),
+                    event: if opened { AlertEvent::Opened } else { AlertEvent::Resolved },
+                    kind: AlertType::ALL.into_iter().find(|t| t.name() == kind).expect("a type"),
+                    severity: Severity::parse(severity).expect("a severity"),
                     meter_id: Some(meter.into()),
                     feeder: Some("F1".into()),
                     start: Utc::now(),

@@ -6,7 +6,8 @@ use meterstack_core::store::meters::MeterClass;
 use meterstack_core::wire;
 
 use super::*;
-use crate::output::{AlertEvent, MeterWindow, Width};
+use crate::registry::MeterInfo;
+use meterstack_core::records::{AlertEvent, MeterWindow, Width};
 
 const DT: i64 = 900_000_000;
 

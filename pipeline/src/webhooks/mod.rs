@@ -27,6 +27,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
+use meterstack_core::backoff::Backoff;
 use meterstack_core::duration::{self, Human};
 use meterstack_core::egress::EgressPolicy;
 use meterstack_core::metrics as m;
@@ -224,7 +225,10 @@ impl Dispatcher {
                 self.send_reminders().await;
                 next_reminders = tokio::time::Instant::now() + self.inner.config.poll_interval;
             }
-            let wake = match self.dispatch(&mut tasks, &mut in_flight, &mut lanes).await {
+            let wake = match self
+                .dispatch(&mut tasks, &mut in_flight, &mut lanes, &stop)
+                .await
+            {
                 Ok(wake) => wake,
                 Err(e) => {
                     metrics::counter!(m::WEBHOOK_STORE_ERRORS).increment(1);
@@ -258,6 +262,7 @@ impl Dispatcher {
         tasks: &mut JoinSet<(String, i64)>,
         in_flight: &mut HashSet<(String, i64)>,
         lanes: &mut HashMap<String, usize>,
+        stop: &CancellationToken,
     ) -> meterstack_core::store::Result<Duration> {
         let cfg = &self.inner.config;
         let store = &self.inner.store;
@@ -286,8 +291,9 @@ impl Dispatcher {
                 in_flight.insert(key.clone());
                 *lanes.entry(sub.clone()).or_default() += 1;
                 let this = self.clone();
+                let stop = stop.clone();
                 tasks.spawn(async move {
-                    this.attempt(job).await;
+                    this.attempt(job, &stop).await;
                     key
                 });
             }
@@ -298,8 +304,9 @@ impl Dispatcher {
         }))
     }
 
-    /// One attempt of `job`, logged with what happens next.
-    async fn attempt(&self, job: Job) {
+    /// One attempt of `job`, logged with what happens next. A stop while the log is being
+    /// retried leaves the attempt unlogged: its lease makes the delivery due again.
+    async fn attempt(&self, job: Job, stop: &CancellationToken) {
         let cfg = &self.inner.config;
         let at = Utc::now();
         let started = tokio::time::Instant::now();
@@ -358,12 +365,13 @@ impl Dispatcher {
             error: answer.error,
             outcome,
         };
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         while let Err(e) = self.inner.store.record_attempt(&job, &record).await {
             metrics::counter!(m::WEBHOOK_STORE_ERRORS).increment(1);
             error!(error = %e, "cannot log a webhook attempt; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(10));
+            if !backoff.wait(stop).await {
+                return;
+            }
         }
     }
 

@@ -10,8 +10,10 @@
 //! returning.
 
 mod config;
+mod hours;
 
 pub use config::RawSinkConfig;
+pub use hours::{HourFile, RawHours, hour_of};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,12 +24,12 @@ use arrow::array::{
 };
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use meterstack_core::backoff::Backoff;
+use chrono::DateTime;
+use meterstack_core::bus::consumer::{ConsumerOptions, Handler, consume};
 use meterstack_core::bus::{Bus, Delivery, Subscription, headers};
 use meterstack_core::metrics::{
-    BUS_ERRORS, LAKE_FILES_WRITTEN, LAKE_WRITE_ERRORS, READINGS_ACCEPTED, READINGS_REJECTED,
-    READINGS_WRITTEN, REJECTS_WRITTEN,
+    LAKE_FILES_WRITTEN, LAKE_WRITE_ERRORS, READINGS_ACCEPTED, READINGS_REJECTED, READINGS_WRITTEN,
+    REJECTS_WRITTEN,
 };
 use meterstack_core::reading::{self, Reading};
 use meterstack_core::wire::{DecodeConfig, Decoder};
@@ -53,11 +55,16 @@ impl RawSinkConfig {
         store: Arc<dyn ObjectStore>,
     ) -> Result<RawSink> {
         Ok(RawSink {
-            config: self.clone(),
-            decoder: Decoder::new(decode.clone()),
             subscription: bus.subscribe(topic, GROUP).await?,
-            store,
-            buffer: Buffer::default(),
+            writer: Writer {
+                config: self.clone(),
+                decoder: Decoder::new(decode.clone()),
+                store,
+                buffer: Buffer::default(),
+                pending: Vec::new(),
+                last_flush: Instant::now(),
+                broken: None,
+            },
         })
     }
 }
@@ -74,38 +81,40 @@ pub fn raw_readings_batch(readings: &[Reading], received_at_us: Vec<i64>) -> Res
 /// The running sink; see the module docs.
 #[derive(Debug)]
 pub struct RawSink {
+    subscription: Box<dyn Subscription>,
+    writer: Writer,
+}
+
+/// The sink as a consumer of the bus's driver: decodes and buffers in memory, writes files
+/// when a flush is due.
+#[derive(Debug)]
+struct Writer {
     config: RawSinkConfig,
     decoder: Decoder,
-    subscription: Box<dyn Subscription>,
     store: Arc<dyn ObjectStore>,
     buffer: Buffer,
+    /// Files of a flush not yet stored, named before the first attempt (a retry writes the
+    /// same objects).
+    pending: Vec<PendingFile>,
+    last_flush: Instant,
+    /// Set when a flush could not be encoded (a bug): the buffer is gone, so the sink never
+    /// commits again in this process; a restart gets the records again from the bus.
+    broken: Option<String>,
 }
 
-/// Buffered rows by hour partition (the hour's start, µs).
+/// Buffered rows: readings by reading hour, rejects by receive hour (the hour's start, µs).
 #[derive(Debug, Default)]
 struct Buffer {
-    readings: BTreeMap<i64, ReadingRows>,
+    readings: RawHours,
     rejects: BTreeMap<i64, Vec<RejectRow>>,
-    /// Estimated in-memory size of the rows, bytes.
-    bytes: usize,
+    /// Estimated in-memory size of the rejects, bytes.
+    reject_bytes: usize,
 }
 
-const HOUR_US: i64 = 3_600_000_000;
-
-/// The start (µs) of the hour partition `t` falls in.
-pub fn hour_of(t: DateTime<Utc>) -> i64 {
-    t.timestamp_micros().div_euclid(HOUR_US) * HOUR_US
-}
-
-/// Estimated bytes a buffered reading takes.
-fn reading_bytes(r: &Reading) -> usize {
-    std::mem::size_of::<Reading>() + 8 + r.meter_id.as_str().len()
-}
-
-#[derive(Debug, Default)]
-struct ReadingRows {
-    readings: Vec<Reading>,
-    received_at: Vec<i64>,
+impl Buffer {
+    fn bytes(&self) -> usize {
+        self.readings.bytes() + self.reject_bytes
+    }
 }
 
 #[derive(Debug)]
@@ -122,6 +131,7 @@ struct RejectRow {
 
 /// One Parquet file of a flush, encoded and named before the first write attempt so that a
 /// retry writes the same object.
+#[derive(Debug)]
 struct PendingFile {
     table: Table,
     path: Path,
@@ -133,46 +143,93 @@ impl RawSink {
     /// Consumes until `shutdown` is cancelled, then drains what the bus still holds, flushes
     /// and returns.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
-        let mut last_flush = Instant::now();
-        loop {
-            let draining = shutdown.is_cancelled();
-            let wait = if draining {
-                Duration::from_millis(50)
-            } else {
-                self.config
-                    .flush_interval
-                    .saturating_sub(last_flush.elapsed())
-                    .clamp(Duration::from_millis(1), Duration::from_millis(250))
-            };
-            let deliveries = match self.subscription.poll(self.config.poll_max, wait).await {
-                Ok(d) => d,
-                Err(e) => {
-                    // A bus hiccup (a Kafka rebalance, a broker restart): nothing was taken,
-                    // so try again after a pause.
-                    metrics::counter!(BUS_ERRORS, "op" => "poll").increment(1);
-                    warn!(error = %e, "bus poll failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
-            let caught_up = deliveries.is_empty();
-            for delivery in deliveries {
-                self.ingest(delivery);
-            }
-            if self.buffer.bytes >= self.config.max_buffer_bytes
-                || last_flush.elapsed() >= self.config.flush_interval
-                || (draining && caught_up)
-            {
-                self.flush().await?;
-                last_flush = Instant::now();
-            }
-            if draining && caught_up {
-                info!("raw sink drained and flushed");
-                return Ok(());
-            }
+        let options = ConsumerOptions {
+            batch: self.writer.config.poll_max,
+            wait: Duration::from_millis(250),
+            drain: true,
+            ..ConsumerOptions::new(GROUP)
+        };
+        consume(
+            self.subscription.as_mut(),
+            &mut self.writer,
+            &options,
+            &shutdown,
+        )
+        .await;
+        Ok(())
+    }
+}
+
+impl Handler for Writer {
+    type Error = crate::Error;
+
+    fn handle(&mut self, batch: Vec<Delivery>) {
+        for delivery in batch {
+            self.ingest(delivery);
         }
     }
 
+    fn wait(&self) -> Option<Duration> {
+        Some(
+            self.config
+                .flush_interval
+                .saturating_sub(self.last_flush.elapsed())
+                .max(Duration::from_millis(1)),
+        )
+    }
+
+    /// Writes every buffered row when the buffer is full, the flush interval has passed or the
+    /// sink stops; the bus position may be committed once every file is stored.
+    async fn flush(&mut self, last: bool) -> Result<bool> {
+        if let Some(broken) = &self.broken {
+            return Err(crate::Error::State(broken.clone()));
+        }
+        if self.pending.is_empty() {
+            let due = self.buffer.bytes() >= self.config.max_buffer_bytes
+                || self.last_flush.elapsed() >= self.config.flush_interval
+                || last;
+            if !due {
+                return Ok(false);
+            }
+            match self.encode() {
+                Ok(files) => self.pending = files,
+                Err(e) => {
+                    let broken = format!(
+                        "cannot encode buffered rows ({e}); nothing more is committed until a restart"
+                    );
+                    tracing::error!("raw sink: {broken}");
+                    self.broken = Some(broken);
+                    return Err(e);
+                }
+            }
+        }
+        while let Some(file) = self.pending.last() {
+            if let Err(e) = put(&self.store, &file.path, file.bytes.clone()).await {
+                metrics::counter!(LAKE_WRITE_ERRORS, "zone" => file.table.zone()).increment(1);
+                warn!(path = %file.path, error = %e, "lake write failed");
+                return Err(e);
+            }
+            metrics::counter!(LAKE_FILES_WRITTEN, "zone" => file.table.zone(), "table" => file.table.name())
+                .increment(1);
+            let counter = match file.table {
+                Table::RawReadings => {
+                    metrics::counter!(READINGS_WRITTEN, "zone" => file.table.zone())
+                }
+                _ => metrics::counter!(REJECTS_WRITTEN),
+            };
+            counter.increment(file.rows as u64);
+            debug!(path = %file.path, rows = file.rows, "lake file written");
+            self.pending.pop();
+        }
+        self.last_flush = Instant::now();
+        if last {
+            info!("raw sink drained and flushed");
+        }
+        Ok(true)
+    }
+}
+
+impl Writer {
     fn ingest(&mut self, delivery: Delivery) {
         let record = delivery.record;
         let topic = record.header(headers::SOURCE_TOPIC).unwrap_or_default();
@@ -180,10 +237,7 @@ impl RawSink {
         let decoded = self.decoder.decode(topic, &record.value, received_at);
         metrics::counter!(READINGS_ACCEPTED).increment(decoded.readings.len() as u64);
         for reading in decoded.readings {
-            self.buffer.bytes += reading_bytes(&reading);
-            let rows = self.buffer.readings.entry(hour_of(reading.ts)).or_default();
-            rows.readings.push(reading);
-            rows.received_at.push(received_at.timestamp_micros());
+            self.buffer.readings.push(reading, received_at);
         }
         for rejection in decoded.rejections {
             let code = rejection.reason.code();
@@ -193,7 +247,7 @@ impl RawSink {
                 .value
                 .len()
                 .min(self.config.rejected_payload_max_bytes);
-            self.buffer.bytes +=
+            self.buffer.reject_bytes +=
                 std::mem::size_of::<RejectRow>() + keep + rejection.detail.len() + topic.len();
             self.buffer
                 .rejects
@@ -214,49 +268,17 @@ impl RawSink {
         }
     }
 
-    /// Writes every buffered row, then commits the bus position.
-    async fn flush(&mut self) -> Result<()> {
-        let files = self.encode()?;
-        for file in &files {
-            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-            while let Err(e) = put(&self.store, &file.path, file.bytes.clone()).await {
-                metrics::counter!(LAKE_WRITE_ERRORS, "zone" => file.table.zone()).increment(1);
-                warn!(path = %file.path, error = %e, retry_in_ms = backoff.next_delay().as_millis() as u64, "lake write failed; retrying");
-                backoff.wait().await;
-            }
-            metrics::counter!(LAKE_FILES_WRITTEN, "zone" => file.table.zone(), "table" => file.table.name())
-                .increment(1);
-            let counter = match file.table {
-                Table::RawReadings => {
-                    metrics::counter!(READINGS_WRITTEN, "zone" => file.table.zone())
-                }
-                _ => metrics::counter!(REJECTS_WRITTEN),
-            };
-            counter.increment(file.rows as u64);
-            debug!(path = %file.path, rows = file.rows, "lake file written");
-        }
-        // The files are stored: keep trying to commit, or they would be written again.
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-        while let Err(e) = self.subscription.commit().await {
-            metrics::counter!(BUS_ERRORS, "op" => "commit").increment(1);
-            warn!(error = %e, retry_in_ms = backoff.next_delay().as_millis() as u64, "bus commit failed; retrying");
-            backoff.wait().await;
-        }
-        Ok(())
-    }
-
     /// Turns the buffer into named Parquet files and empties it.
     fn encode(&mut self) -> Result<Vec<PendingFile>> {
         let buffer = std::mem::take(&mut self.buffer);
         let mut files = Vec::new();
         let at = |hour: i64| DateTime::from_timestamp_micros(hour).unwrap_or_default();
-        for (hour, rows) in buffer.readings {
-            let n = rows.readings.len();
+        for file in buffer.readings.encode()? {
             files.push(PendingFile {
                 table: Table::RawReadings,
-                path: Table::RawReadings.new_file(at(hour)),
-                bytes: encode_raw_readings(rows.readings, rows.received_at)?,
-                rows: n,
+                path: Table::RawReadings.new_file(file.hour),
+                bytes: file.bytes,
+                rows: file.rows,
             });
         }
         for (hour, rows) in buffer.rejects {

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 
-use crate::intervals::{Change, Interval};
-use crate::output::{MeterWindow, Quality, Rule, Width};
+use crate::transforms::intervals::{Change, Interval};
+use meterstack_core::records::{MeterWindow, Quality, Rule, Width};
 
 /// The widths every meter is aggregated over.
 pub const WIDTHS: [Width; 3] = [Width::Interval, Width::Hour, Width::Day];

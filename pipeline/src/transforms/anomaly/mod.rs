@@ -1,6 +1,9 @@
 //! Anomaly detection: the alert lifecycle (at most one open alert per subject and type,
-//! auto-resolution) and the per-meter consumption baseline. The rules themselves are applied
-//! by the processor, where each reading's context is at hand.
+//! auto-resolution) and the per-meter consumption baseline (here); a meter's rules on each
+//! reading ([`meter`]); silence and feeder-outage inference every minute ([`silence`]).
+
+pub mod meter;
+pub mod silence;
 
 use std::collections::BTreeMap;
 
@@ -8,7 +11,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config;
-use crate::output::{Alert, AlertEvent, AlertType};
+use meterstack_core::records::{Alert, AlertEvent, AlertType};
 
 /// An open alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,12 +11,14 @@
 //!
 //! The same code computes intervals in the stream (`Processor`) and, later, in the lake's ETL.
 
+pub mod resend;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate};
 use serde::{Deserialize, Serialize};
 
-use crate::output::{Quality, Rule};
+use meterstack_core::records::{Quality, Rule};
 
 /// One reading's registers and power.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

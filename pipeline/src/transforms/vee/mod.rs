@@ -1,8 +1,12 @@
 //! Validation of single readings (the V of VEE): where a reading sits on the interval grid,
 //! whether its values are possible, and which rule decides its quality flag.
 
+pub mod admit;
+
+pub use admit::{Admission, admit};
+
 use crate::config::Rules;
-use crate::output::{Quality, Rule};
+use meterstack_core::records::{Quality, Rule};
 
 /// Where a reading belongs on the grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
