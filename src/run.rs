@@ -14,12 +14,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use meterstack_api::AppState;
+use meterstack_core::component::{Component, Context};
 use meterstack_core::health::Health;
 use meterstack_core::store::SqlStore;
 use meterstack_core::store::keys::Role as ApiRole;
 use meterstack_lake::query::Lake;
+use meterstack_pipeline::alerts::AlertRecorder;
 use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -65,14 +67,16 @@ struct Task {
 }
 
 impl Task {
-    fn spawn(
-        name: &'static str,
-        f: impl FnOnce(CancellationToken) -> JoinHandle<anyhow::Result<()>>,
-    ) -> Self {
+    /// Runs `component` until its own stop signal.
+    fn spawn(component: Box<dyn Component>) -> Self {
         let stop = CancellationToken::new();
+        let name = component.name();
+        let token = stop.clone();
         Self {
             name,
-            handle: f(stop.clone()),
+            handle: tokio::spawn(async move {
+                component.run(token).await.map_err(|e| anyhow::anyhow!(e))
+            }),
             stop,
         }
     }
@@ -124,7 +128,6 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let raw_topic = config.bus.topics.readings_raw.clone();
     let store = config
         .store
         .build(&config.data_dir)
@@ -148,58 +151,75 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
     } else {
         None
     };
-    let lake_store = config.lake.build(&config.data_dir)?;
-    bootstrap_admin_key(&store, &config.data_dir).await?;
-
-    // Data flows broker → sink → lake → api; tasks are listed in that order for shutdown.
-    let mut tasks: Vec<Task> = Vec::new();
-
-    let sink_task = if let (true, Some(bus)) = (roles.contains(&Role::Sink), &bus) {
-        let sink = config
-            .lake
-            .raw_sink
-            .build(&config.ingest, bus.as_ref(), &raw_topic, lake_store.clone())
-            .await?;
-        health.set_ready("sink", true);
-        Some(Task::spawn("raw sink", |stop| {
-            tokio::spawn(async move { sink.run(stop).await.map_err(anyhow::Error::from) })
-        }))
-    } else {
-        None
+    let ctx = Context {
+        bus,
+        topics: config.bus.topics.clone(),
+        objects: config.lake.build(&config.data_dir)?,
+        store,
+        health: health.clone(),
     };
+    bootstrap_admin_key(&ctx.store, &config.data_dir).await?;
 
-    let pipeline_task = if let (true, Some(bus)) = (roles.contains(&Role::Pipeline), &bus) {
-        let pipeline = config
-            .pipeline
-            .build(meterstack_pipeline::PipelineDeps {
-                bus: bus.clone(),
-                topics: config.bus.topics.clone(),
-                state_store: lake_store.clone(),
-                store: store.clone(),
-            })
-            .await
-            .context("cannot start the pipeline")?;
-        health.set_ready("pipeline", true);
-        Some(Task::spawn("pipeline", |stop| {
-            tokio::spawn(async move { pipeline.run(stop).await.map_err(anyhow::Error::from) })
-        }))
-    } else {
-        None
-    };
+    // Each role's components, built from their config and the one context. Data flows
+    // broker → pipeline → sink → lake → api; the list is in that order for shutdown.
+    let mut mqtt_addrs = None;
+    let mut components: Vec<Box<dyn Component>> = Vec::new();
+    for role in [
+        Role::Broker,
+        Role::Alerts,
+        Role::Etl,
+        Role::Pipeline,
+        Role::Sink,
+    ] {
+        if !roles.contains(&role) {
+            continue;
+        }
+        match role {
+            Role::Broker => {
+                let broker = config.mqtt.start(&ctx, config.dev).await?;
+                mqtt_addrs = Some(broker.addrs);
+                components.push(Box::new(broker));
+            }
+            Role::Alerts => {
+                components.push(Box::new(AlertRecorder::build(&ctx)?));
+                let dispatcher = config
+                    .webhooks
+                    .build(&ctx)
+                    .context("cannot start webhook delivery")?;
+                components.push(Box::new(dispatcher));
+            }
+            Role::Etl => {
+                components.push(Box::new(config.lake.etl.component(&config.pipeline, &ctx)))
+            }
+            Role::Pipeline => components.push(Box::new(
+                config
+                    .pipeline
+                    .build(&ctx)
+                    .await
+                    .context("cannot start the pipeline")?,
+            )),
+            Role::Sink => components.push(Box::new(
+                config.lake.raw_sink.build(&config.ingest, &ctx).await?,
+            )),
+            Role::Api => {}
+        }
+        health.set_ready(role_name(role), true);
+    }
 
     let state = AppState {
         lake: if roles.contains(&Role::Api) {
             Some(
-                Lake::new(lake_store.clone(), config.http.query.clone())?.with_store(store.clone()),
+                Lake::new(ctx.objects.clone(), config.http.query.clone())?
+                    .with_store(ctx.store.clone()),
             )
         } else {
             None
         },
         health: health.clone(),
         metrics: Arc::new(move || metrics.render()),
-        store: store.clone(),
-        bus: bus.clone(),
-        topics: config.bus.topics.clone(),
+        store: ctx.store.clone(),
+        bus: ctx.bus.clone(),
+        topics: ctx.topics.clone(),
         max_body_bytes: config.http.max_body_bytes,
         webhooks: meterstack_api::WebhookSettings {
             egress: Arc::new(config.webhooks.egress()),
@@ -207,9 +227,9 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
         },
         live: meterstack_api::live::Hub::new(
             config.http.live.clone(),
-            bus.clone(),
-            config.bus.topics.clone(),
-            store.clone(),
+            ctx.bus.clone(),
+            ctx.topics.clone(),
+            ctx.store.clone(),
             config.pipeline.interval,
         ),
     };
@@ -220,66 +240,12 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
     let http_addr = server.local_addr()?;
     let https = server.is_tls();
-    let http = Task::spawn("HTTP", |stop| {
-        tokio::spawn(async move { server.serve(stop).await.map_err(anyhow::Error::from) })
-    });
+    components.push(Box::new(server));
     health.set_ready("http", true);
     if roles.contains(&Role::Api) {
         health.set_ready("api", true);
     }
-
-    let mut mqtt_addrs = None;
-    if let (true, Some(bus)) = (roles.contains(&Role::Broker), &bus) {
-        let broker = config
-            .mqtt
-            .start(meterstack_broker::BrokerDeps {
-                bus: bus.clone(),
-                topics: config.bus.topics.clone(),
-                store: store.clone(),
-                dev: config.dev,
-            })
-            .await?;
-        mqtt_addrs = Some(broker.addrs);
-        tasks.push(Task::spawn("MQTT broker", |stop| {
-            tokio::spawn(async move {
-                broker.run(stop).await;
-                Ok(())
-            })
-        }));
-        health.set_ready("broker", true);
-    }
-    if let (true, Some(bus)) = (roles.contains(&Role::Alerts), &bus) {
-        let recorder = meterstack_pipeline::alerts::AlertRecorder {
-            bus: bus.clone(),
-            topic: config.bus.topics.alerts.clone(),
-            store: store.clone(),
-        };
-        let dispatcher = config
-            .webhooks
-            .build(store.clone())
-            .context("cannot start webhook delivery")?;
-        health.set_ready("alerts", true);
-        tasks.push(Task::spawn("alert store", |stop| {
-            tokio::spawn(async move { recorder.run(stop).await.map_err(anyhow::Error::from) })
-        }));
-        tasks.push(Task::spawn("webhook delivery", |stop| {
-            tokio::spawn(async move {
-                dispatcher.run(stop).await;
-                Ok(())
-            })
-        }));
-    }
-    if roles.contains(&Role::Etl) {
-        let etl = config.lake.etl.build(&config.pipeline, lake_store.clone());
-        let sql = store.clone();
-        health.set_ready("etl", true);
-        tasks.push(Task::spawn("etl", |stop| {
-            tokio::spawn(async move { etl.run(sql, stop).await.map_err(anyhow::Error::from) })
-        }));
-    }
-    tasks.extend(pipeline_task);
-    tasks.extend(sink_task);
-    tasks.push(http);
+    let mut tasks: Vec<Task> = components.into_iter().map(Task::spawn).collect();
 
     announce(mqtt_addrs, http_addr, https, roles, &config);
 
@@ -316,13 +282,13 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
         ok &= task.stop().await;
     }
     // Every writer has drained: make what it appended durable (a no-op under fsync "always").
-    if let Some(bus) = &bus
+    if let Some(bus) = &ctx.bus
         && let Err(e) = bus.flush().await
     {
         error!(error = %e, "bus flush at shutdown failed");
         ok = false;
     }
-    store.close().await;
+    ctx.store.close().await;
     info!("shutdown complete");
     anyhow::ensure!(ok, "a component failed; see the log");
     Ok(())

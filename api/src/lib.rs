@@ -124,6 +124,20 @@ pub struct Server {
     live: live::Hub,
 }
 
+#[async_trait::async_trait]
+impl meterstack_core::component::Component for Server {
+    fn name(&self) -> &'static str {
+        "HTTP"
+    }
+
+    async fn run(
+        self: Box<Self>,
+        stop: CancellationToken,
+    ) -> Result<(), meterstack_core::component::BoxError> {
+        Ok((*self).serve(stop).await?)
+    }
+}
+
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")

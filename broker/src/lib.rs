@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant};
 
 use meterstack_core::bus::{Bus, TopicNames};
+use meterstack_core::component::{BoxError, Component, Context};
 use meterstack_core::store::SqlStore;
 use meterstack_core::store::secret::random_hex;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +40,9 @@ use tracing::{error, info};
 /// Errors of the broker.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// This process has no bus.
+    #[error(transparent)]
+    NoBus(#[from] meterstack_core::component::NoBus),
     /// The MQTT listen address is taken or not ours.
     #[error("cannot listen for MQTT on {addr}: {source}")]
     Bind {
@@ -111,6 +115,18 @@ impl std::fmt::Debug for Broker {
     }
 }
 
+#[async_trait::async_trait]
+impl Component for Broker {
+    fn name(&self) -> &'static str {
+        "MQTT broker"
+    }
+
+    async fn run(self: Box<Self>, stop: CancellationToken) -> Result<(), BoxError> {
+        (*self).run(stop).await;
+        Ok(())
+    }
+}
+
 impl Broker {
     /// Serves meters until `shutdown` is cancelled. Then, in order: the gate closes every
     /// meter connection, and the bridge drains what rumqttd still holds onto the bus; the
@@ -135,17 +151,15 @@ impl Broker {
     }
 }
 
-/// What the broker needs besides its config.
+/// What the broker uses of its [`Context`].
 #[derive(Debug, Clone)]
-pub struct BrokerDeps {
-    /// The bus.
-    pub bus: Arc<dyn Bus>,
-    /// Its topic names.
-    pub topics: TopicNames,
+struct BrokerDeps {
+    bus: Arc<dyn Bus>,
+    topics: TopicNames,
     /// The registry.
-    pub store: SqlStore,
+    store: SqlStore,
     /// Development mode: meters without credentials are accepted and auto-registered.
-    pub dev: bool,
+    dev: bool,
 }
 
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
@@ -158,7 +172,15 @@ impl MqttConfig {
     /// Starts rumqttd on its own threads (listening on a free loopback port, accepting only
     /// the gate), links the bridge to it, binds the gate's listeners, and returns once rumqttd
     /// accepts connections.
-    pub async fn start(&self, deps: BrokerDeps) -> Result<Broker> {
+    /// `dev` is development mode: meters without credentials are accepted and
+    /// auto-registered.
+    pub async fn start(&self, ctx: &Context, dev: bool) -> Result<Broker> {
+        let deps = BrokerDeps {
+            bus: ctx.bus("the MQTT broker")?.clone(),
+            topics: ctx.topics.clone(),
+            store: ctx.store.clone(),
+            dev,
+        };
         if self.segment_bytes < 1024 || self.segments < 2 {
             return Err(Error::LogTooSmall {
                 segment_bytes: self.segment_bytes,

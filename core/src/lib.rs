@@ -7,6 +7,7 @@
 
 pub mod backoff;
 pub mod bus;
+pub mod component;
 pub mod duration;
 pub mod egress;
 pub mod files;

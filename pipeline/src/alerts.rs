@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use meterstack_core::bus::consumer::{ConsumerOptions, Handler, consume};
 use meterstack_core::bus::{Bus, Delivery};
+use meterstack_core::component::{BoxError, Component, Context, NoBus};
 use meterstack_core::metrics as m;
 use meterstack_core::store::SqlStore;
 use tokio_util::sync::CancellationToken;
@@ -22,18 +23,35 @@ pub const GROUP: &str = "meterstack-alert-store";
 /// Records taken per poll.
 const BATCH: usize = 500;
 
-/// Stores every event of `topic` in `store` until `stop`.
+/// Stores every event of `alerts` in the SQL store until `stop`.
 #[derive(Debug, Clone)]
 pub struct AlertRecorder {
-    /// The bus.
-    pub bus: Arc<dyn Bus>,
-    /// The `alerts` topic.
-    pub topic: String,
-    /// The SQL store.
-    pub store: SqlStore,
+    bus: Arc<dyn Bus>,
+    topic: String,
+    store: SqlStore,
+}
+
+#[async_trait::async_trait]
+impl Component for AlertRecorder {
+    fn name(&self) -> &'static str {
+        "alert store"
+    }
+
+    async fn run(self: Box<Self>, stop: CancellationToken) -> Result<(), BoxError> {
+        Ok((*self).run(stop).await?)
+    }
 }
 
 impl AlertRecorder {
+    /// The recorder of the context's `alerts` topic into its SQL store.
+    pub fn build(ctx: &Context) -> Result<Self, NoBus> {
+        Ok(Self {
+            bus: ctx.bus("the alert store")?.clone(),
+            topic: ctx.topics.alerts.clone(),
+            store: ctx.store.clone(),
+        })
+    }
+
     /// Runs until `stop`; store failures are retried (the batch is applied again).
     pub async fn run(self, stop: CancellationToken) -> Result<(), meterstack_core::bus::Error> {
         let mut sub = self.bus.subscribe(&self.topic, GROUP).await?;

@@ -29,5 +29,5 @@ pub mod webhooks;
 pub use config::PipelineConfig;
 pub use processor::Processor;
 pub use registry::{MeterInfo, Registry};
-pub use runner::{Pipeline, PipelineDeps};
+pub use runner::Pipeline;
 pub use state::State;

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use meterstack_core::bus::consumer::{ConsumerOptions, Handler, consume};
 use meterstack_core::bus::{Bus, Delivery, Record, Subscription, TopicNames};
+use meterstack_core::component::{BoxError, Component, Context};
 use meterstack_core::metrics as m;
 use meterstack_core::store::SqlStore;
 use object_store::path::Path;
@@ -57,17 +58,15 @@ pub enum Error {
 /// Where the checkpoint lives in the state store.
 pub const CHECKPOINT_PATH: &str = "state/pipeline/checkpoint.json";
 
-/// What the pipeline needs from the rest of the system.
+/// What the pipeline uses of its [`Context`].
 #[derive(Debug, Clone)]
-pub struct PipelineDeps {
-    /// The bus.
-    pub bus: Arc<dyn Bus>,
-    /// Topic names.
-    pub topics: TopicNames,
+struct Deps {
+    bus: Arc<dyn Bus>,
+    topics: TopicNames,
     /// Where checkpoints go (the lake's object store: local disk or S3).
-    pub state_store: Arc<dyn ObjectStore>,
+    state_store: Arc<dyn ObjectStore>,
     /// The meter registry.
-    pub store: SqlStore,
+    store: SqlStore,
 }
 
 /// A running pipeline.
@@ -76,7 +75,7 @@ pub struct Pipeline {
     config: PipelineConfig,
     processor: Processor,
     subscription: Box<dyn Subscription>,
-    deps: PipelineDeps,
+    deps: Deps,
 }
 
 /// Reads the checkpoint in `store`; `None` if there is none.
@@ -112,9 +111,19 @@ pub async fn save_checkpoint(store: &Arc<dyn ObjectStore>, state: &State) -> Res
 }
 
 impl PipelineConfig {
-    /// Loads the registry and the checkpoint and joins the consumer group.
-    pub async fn build(&self, deps: PipelineDeps) -> Result<Pipeline, Error> {
+    /// Loads the registry and the checkpoint (in the context's object store) and joins the
+    /// consumer group on `readings.raw`.
+    pub async fn build(&self, ctx: &Context) -> Result<Pipeline, Error> {
         self.validate().map_err(Error::Config)?;
+        let deps = Deps {
+            bus: ctx
+                .bus("the pipeline")
+                .map_err(|e| Error::Config(e.to_string()))?
+                .clone(),
+            topics: ctx.topics.clone(),
+            state_store: ctx.objects.clone(),
+            store: ctx.store.clone(),
+        };
         let registry = Arc::new(Registry::load(&deps.store).await?);
         let state = load_checkpoint(&deps.state_store).await?;
         match &state {
@@ -149,6 +158,17 @@ fn records<T: Serialize>(items: &[T], key: impl Fn(&T) -> String) -> Vec<Record>
             })
         })
         .collect()
+}
+
+#[async_trait::async_trait]
+impl Component for Pipeline {
+    fn name(&self) -> &'static str {
+        "pipeline"
+    }
+
+    async fn run(self: Box<Self>, stop: CancellationToken) -> Result<(), BoxError> {
+        Ok((*self).run(stop).await?)
+    }
 }
 
 impl Pipeline {
@@ -187,7 +207,7 @@ impl Pipeline {
 struct Stage {
     config: PipelineConfig,
     processor: Processor,
-    deps: PipelineDeps,
+    deps: Deps,
     /// Output records not yet appended, by topic, in order.
     pending: VecDeque<(String, Vec<Record>)>,
     last_checkpoint: Instant,

@@ -16,10 +16,11 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use meterstack_core::MeterId;
 use meterstack_core::bus::{Bus, BusConfig, Record, TopicNames, headers};
+use meterstack_core::component::Context;
 use meterstack_core::store::meters::{MeterClass, MeterFields};
 use meterstack_core::store::{SqlStore, StoreConfig};
 use meterstack_core::wire;
-use meterstack_pipeline::{PipelineConfig, PipelineDeps};
+use meterstack_pipeline::PipelineConfig;
 use meterstack_sim::meter::Class;
 use meterstack_sim::offline::Offline;
 use meterstack_sim::{FaultConfig, FleetConfig, RunShape, build_fleet};
@@ -213,17 +214,18 @@ async fn outputs(bus: &Arc<dyn Bus>) -> Vec<String> {
     out
 }
 
-fn deps(bus: &Arc<dyn Bus>, store: &SqlStore, state: &Arc<dyn ObjectStore>) -> PipelineDeps {
-    PipelineDeps {
-        bus: bus.clone(),
+fn deps(bus: &Arc<dyn Bus>, store: &SqlStore, state: &Arc<dyn ObjectStore>) -> Context {
+    Context {
+        bus: Some(bus.clone()),
         topics: TopicNames::default(),
-        state_store: state.clone(),
+        objects: state.clone(),
         store: store.clone(),
+        health: Arc::default(),
     }
 }
 
 async fn drain(bus: &Arc<dyn Bus>, store: &SqlStore, state: &Arc<dyn ObjectStore>) {
-    let pipeline = config().build(deps(bus, store, state)).await.unwrap();
+    let pipeline = config().build(&deps(bus, store, state)).await.unwrap();
     let stop = CancellationToken::new();
     stop.cancel();
     pipeline.run(stop).await.unwrap();
@@ -274,7 +276,7 @@ async fn golden_replay_is_identical_with_a_kill_in_the_middle() {
     // Killed in the middle (a task aborted at whatever await it was in), then restarted.
     let b = tempfile::tempdir().unwrap();
     let (bus, store, state) = setup(b.path()).await;
-    let pipeline = config().build(deps(&bus, &store, &state)).await.unwrap();
+    let pipeline = config().build(&deps(&bus, &store, &state)).await.unwrap();
     let task = tokio::spawn(pipeline.run(CancellationToken::new()));
     let mut probe = bus
         .subscribe(&TopicNames::default().readings_clean, "probe")

@@ -206,10 +206,27 @@ fn webhooks_arrive_once_each_on_schedule_across_a_restart() {
         publish(&ms, meter, 30, 230.0, 1000);
         publish(&ms, meter, 15, 262.0, 1100);
     }
-    // Kill meterstack in the middle of the schedule: after a second failed attempt.
+    // Kill meterstack in the middle of the schedule: once both events' second failed attempts
+    // are logged (waiting for the receiver alone raced the other event's second attempt, due
+    // milliseconds later: sent, then killed before it was logged).
     receiver.wait(60, "second attempts", |r| {
         r.iter().any(|x| x["path"] == "/ok" && x["attempt"] == 2)
     });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, log) = ms.admin("GET", &format!("/api/v1/subscriptions/{ok}/attempts"), None);
+        let second = log["attempts"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|x| x["attempt"] == 2).count());
+        if second >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "second attempts not logged: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let key = ms.admin_key.clone();
     ms.kill9();
     let mut ms = Meterstack::start(dir.path(), &env);

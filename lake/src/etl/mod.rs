@@ -43,6 +43,7 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use futures::{StreamExt, TryStreamExt};
+use meterstack_core::component::{BoxError, Component, Context};
 use meterstack_core::metrics as m;
 use meterstack_core::reading::{MeterId, Reading};
 use meterstack_core::records::{Aggregate, CleanReading, MeterWindow, Width};
@@ -121,6 +122,8 @@ pub struct Etl {
     config: EtlConfig,
     pipeline: PipelineConfig,
     store: Arc<dyn ObjectStore>,
+    /// Where scheduled runs load the registry from.
+    registry: Option<SqlStore>,
 }
 
 impl EtlConfig {
@@ -130,7 +133,28 @@ impl EtlConfig {
             config: self.clone(),
             pipeline: pipeline.clone(),
             store,
+            registry: None,
         }
+    }
+
+    /// The ETL as the `etl` role's component: over the context's object store, loading the
+    /// registry from its SQL store before each scheduled run.
+    pub fn component(&self, pipeline: &PipelineConfig, ctx: &Context) -> Etl {
+        Etl {
+            registry: Some(ctx.store.clone()),
+            ..self.build(pipeline, ctx.objects.clone())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Component for Etl {
+    fn name(&self) -> &'static str {
+        "etl"
+    }
+
+    async fn run(self: Box<Self>, stop: CancellationToken) -> Result<(), BoxError> {
+        Ok((*self).run(stop).await?)
     }
 }
 
@@ -138,9 +162,9 @@ impl EtlConfig {
 type RawRow = (Reading, i64);
 
 impl Etl {
-    /// Runs on `config.schedule` until `shutdown`, loading the registry from `sql` each time.
-    /// Failures are logged and counted; the next run tries again.
-    pub async fn run(self, sql: SqlStore, shutdown: CancellationToken) -> Result<()> {
+    /// Runs on `config.schedule` until `shutdown`, loading the registry (if it has a store)
+    /// each time. Failures are logged and counted; the next run tries again.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let mut ticker = tokio::time::interval(self.config.schedule);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -149,9 +173,12 @@ impl Etl {
                 _ = ticker.tick() => {}
             }
             let once = async {
-                let registry = Registry::load(&sql)
-                    .await
-                    .map_err(|e| Error::Config(format!("registry: {e}")))?;
+                let registry = match &self.registry {
+                    Some(sql) => Registry::load(sql)
+                        .await
+                        .map_err(|e| Error::Config(format!("registry: {e}")))?,
+                    None => Registry::default(),
+                };
                 self.run_once(Arc::new(registry), Utc::now(), &|_| {}).await
             };
             // A run stopped midway is redone whole by the next: writes are atomic and the

@@ -96,7 +96,7 @@ async fn sink_and_etl<'a>(
     received: &str,
 ) {
     let sink = RawSinkConfig::default()
-        .build(&DecodeConfig::default(), bus, "readings.raw", store.clone())
+        .build_on(&DecodeConfig::default(), bus, "readings.raw", store.clone())
         .await
         .expect("sink");
     let received = at(received);

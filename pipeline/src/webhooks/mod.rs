@@ -28,6 +28,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
 use meterstack_core::backoff::Backoff;
+use meterstack_core::component::{BoxError, Component, Context};
 use meterstack_core::duration::{self, Human};
 use meterstack_core::egress::EgressPolicy;
 use meterstack_core::metrics as m;
@@ -152,9 +153,10 @@ impl WebhooksConfig {
         Ok(())
     }
 
-    /// The dispatcher over `store`.
-    pub fn build(&self, store: SqlStore) -> Result<Dispatcher, WebhookError> {
+    /// The dispatcher over the context's SQL store (its outbox).
+    pub fn build(&self, ctx: &Context) -> Result<Dispatcher, WebhookError> {
         self.validate()?;
+        let store = ctx.store.clone();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_native_roots(meterstack_core::tls::provider())?
             .https_or_http()
@@ -211,6 +213,18 @@ struct Answer {
 
 /// The largest answer body read (and discarded) so the connection can be reused.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+#[async_trait::async_trait]
+impl Component for Dispatcher {
+    fn name(&self) -> &'static str {
+        "webhook delivery"
+    }
+
+    async fn run(self: Box<Self>, stop: CancellationToken) -> Result<(), BoxError> {
+        (*self).run(stop).await;
+        Ok(())
+    }
+}
 
 impl Dispatcher {
     /// Runs until `stop`. Store failures are logged, counted and retried.

@@ -27,6 +27,7 @@ use bytes::Bytes;
 use chrono::DateTime;
 use meterstack_core::bus::consumer::{ConsumerOptions, Handler, consume};
 use meterstack_core::bus::{Bus, Delivery, Subscription, headers};
+use meterstack_core::component::{BoxError, Component, Context};
 use meterstack_core::metrics::{
     LAKE_FILES_WRITTEN, LAKE_WRITE_ERRORS, READINGS_ACCEPTED, READINGS_REJECTED, READINGS_WRITTEN,
     REJECTS_WRITTEN,
@@ -46,8 +47,23 @@ use crate::sink::{encode_parquet, put};
 pub const GROUP: &str = "lake-raw-sink";
 
 impl RawSinkConfig {
-    /// Joins the sink's consumer group on `topic` and returns the sink, ready to run.
-    pub async fn build(
+    /// Joins the sink's consumer group on `readings.raw` and returns the sink, ready to run;
+    /// it decodes with `decode` and writes to the context's object store.
+    pub async fn build(&self, decode: &DecodeConfig, ctx: &Context) -> Result<RawSink> {
+        let bus = ctx
+            .bus("the raw sink")
+            .map_err(|e| crate::Error::Config(e.to_string()))?;
+        self.build_on(
+            decode,
+            bus.as_ref(),
+            &ctx.topics.readings_raw,
+            ctx.objects.clone(),
+        )
+        .await
+    }
+
+    /// [`build`](Self::build) from the parts: the sink of `topic` on `bus`, into `store`.
+    pub async fn build_on(
         &self,
         decode: &DecodeConfig,
         bus: &dyn Bus,
@@ -137,6 +153,17 @@ struct PendingFile {
     path: Path,
     bytes: Bytes,
     rows: usize,
+}
+
+#[async_trait::async_trait]
+impl Component for RawSink {
+    fn name(&self) -> &'static str {
+        "raw sink"
+    }
+
+    async fn run(self: Box<Self>, stop: CancellationToken) -> Result<(), BoxError> {
+        Ok((*self).run(stop).await?)
+    }
 }
 
 impl RawSink {

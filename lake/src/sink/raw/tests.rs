@@ -33,6 +33,31 @@ fn bus(dir: &std::path::Path) -> EmbeddedBus {
     .expect("bus")
 }
 
+/// A context of `bus` and `store`, with topic `readings.raw` named `raw_topic` and a SQLite
+/// store in `dir`.
+async fn context(
+    dir: &std::path::Path,
+    bus: EmbeddedBus,
+    store: Arc<dyn ObjectStore>,
+    raw_topic: &str,
+) -> (Arc<dyn Bus>, Context) {
+    let bus: Arc<dyn Bus> = Arc::new(bus);
+    let ctx = Context {
+        bus: Some(bus.clone()),
+        topics: meterstack_core::bus::TopicNames {
+            readings_raw: raw_topic.to_owned(),
+            ..Default::default()
+        },
+        objects: store,
+        store: meterstack_core::store::StoreConfig::default()
+            .build(dir)
+            .await
+            .expect("store"),
+        health: Arc::default(),
+    };
+    (bus, ctx)
+}
+
 async fn query(lake: &Lake, sql: &str) -> Vec<RecordBatch> {
     lake.plan(sql, None)
         .await
@@ -51,13 +76,9 @@ async fn good_readings_and_rejects_land_in_their_tables_after_drain() {
         flush_interval: Duration::from_secs(3600),
         ..RawSinkConfig::default()
     };
+    let (bus, ctx) = context(dir.path(), bus, store.clone(), "readings.raw").await;
     let sink = config
-        .build(
-            &DecodeConfig::default(),
-            &bus,
-            "readings.raw",
-            store.clone(),
-        )
+        .build(&DecodeConfig::default(), &ctx)
         .await
         .expect("sink");
     bus.append(
@@ -147,8 +168,9 @@ async fn oversized_payloads_are_kept_cut_to_the_limit() {
         rejected_payload_max_bytes: 16,
         ..RawSinkConfig::default()
     };
+    let (bus, ctx) = context(dir.path(), bus, store.clone(), "t").await;
     let sink = config
-        .build(&DecodeConfig::default(), &bus, "t", store.clone())
+        .build(&DecodeConfig::default(), &ctx)
         .await
         .expect("sink");
     let blob = "x".repeat(1 << 20);
