@@ -14,19 +14,18 @@ use chrono::{DateTime, Utc};
 use meterstack_core::Reading;
 use meterstack_core::bus::{Record, headers};
 use meterstack_core::metrics as m;
-use meterstack_core::records::{Aggregate, AlertType, CleanReading, RejectedReading, Rule};
+use meterstack_core::records::{Aggregate, AlertType, RejectedReading, Rule};
 use meterstack_core::wire::Decoder;
 
 use crate::config::PipelineConfig;
 use crate::output::Outputs;
 use crate::registry::Registry;
 pub use crate::state::State;
-use crate::state::ts;
 use crate::transforms::anomaly::meter::{MeterRulesState, Observed};
 use crate::transforms::anomaly::{Subject, meter, silence};
 use crate::transforms::completeness;
-use crate::transforms::intervals::{Point, SpanRules, Step, resend};
-use crate::transforms::vee::{self, Admission, Placement};
+use crate::transforms::intervals::{SpanRules, Step, resend};
+use crate::transforms::vee::{self, Verdict};
 
 /// How often (pipeline time) silence, outages, resends and completeness are evaluated, µs.
 const TICK_US: i64 = 60_000_000;
@@ -156,79 +155,35 @@ impl Processor {
             * f64::from(rules.phases);
         let feeder = info.feeder.clone();
         let mut fired: Vec<Rule> = Vec::new();
-        let reject = |out: &mut Outputs, rule: Rule, ts_us: Option<i64>, detail: String| {
-            metrics::counter!(m::PIPELINE_READINGS, "quality" => "rejected", "rule" => rule.name())
-                .increment(1);
-            out.rejected.push(RejectedReading {
-                meter_id: Some(r.meter_id.to_string()),
-                ts: ts_us.map(ts),
-                received_at: ts(received),
-                rule,
-                reason: None,
-                detail,
-                reading: serde_json::to_value(&r).ok(),
-            });
-        };
-
         let ms = self.state.meters.entry(id.clone()).or_default();
         let was_silent = ms.alerts.is_open(AlertType::MeterSilent);
         ms.last_received = ms.last_received.max(received);
 
-        // Validation: where it belongs on the grid, whether its values are possible.
-        let reported = r.ts.timestamp_micros();
-        let t = match vee::place(reported, received, dt, &rules) {
-            Placement::OnGrid(t) => t,
-            Placement::Corrected(t) => {
-                fired.push(Rule::ClockSkew);
-                t
-            }
-            Placement::Unplaceable => {
-                let detail = format!(
-                    "timestamp {} is off the {}-minute grid and its arrival at {} does not tell the true time",
-                    r.ts,
-                    dt / 60_000_000,
-                    ts(received)
-                );
-                reject(out, Rule::ClockSkew, Some(reported), detail);
-                return;
-            }
-        };
-        if !vee::in_range(r.voltage_v, r.power_w, rated_w, &rules) {
-            fired.push(Rule::Range);
-        }
-        let point = Point {
-            import_wh: r.import_wh,
-            export_wh: r.export_wh.unwrap_or(0.0),
-            power_w: r.power_w,
-        };
-        match vee::admit(
+        // Validation.
+        let verdict = vee::validate(
+            &r,
+            received,
+            dt,
+            &rules,
+            rated_w,
             &ms.track,
             &mut ms.missing,
-            t,
-            point.import_wh,
             self.lateness,
-        ) {
-            Admission::New => {}
-            Admission::Duplicate => {
-                let detail = "the same reading arrived again".to_owned();
-                return reject(out, Rule::Duplicate, Some(t), detail);
-            }
-            Admission::Conflicting { held_wh } => {
-                // Two different registers for one time: the meter's clock is off.
-                let detail = format!(
-                    "a different reading for {}, already measured (import {} Wh, held {held_wh} Wh)",
-                    ts(t),
-                    point.import_wh,
-                );
-                return reject(out, Rule::ClockSkew, Some(t), detail);
-            }
-            Admission::Behind(rule) => {
-                fired.push(rule);
-                completeness::count_received(&mut self.state.received, feeder.as_deref(), t - dt);
-                emit_clean(out, &r, t, reported, received, &fired);
+            &mut fired,
+        );
+        let (t, point) = match verdict {
+            Verdict::New { t, point } => (t, point),
+            Verdict::Reject { rule, ts, detail } => {
+                out.rejected
+                    .push(vee::rejected(&r, received, rule, ts, detail));
                 return;
             }
-        }
+            Verdict::Behind { t } => {
+                completeness::count_received(&mut self.state.received, feeder.as_deref(), t - dt);
+                out.clean.push(vee::clean(&r, t, received, &fired));
+                return;
+            }
+        };
 
         // Intervals.
         let span_rules = SpanRules {
@@ -252,7 +207,9 @@ impl Processor {
                 "import register {} Wh is below the {neighbour} reading's without a rollover, reset or exchange",
                 point.import_wh
             );
-            return reject(out, Rule::NegativeConsumption, Some(t), detail);
+            let rejected = vee::rejected(&r, received, Rule::NegativeConsumption, Some(t), detail);
+            out.rejected.push(rejected);
+            return;
         }
         let newest = ms.track.last_ts();
         let in_order = newest.is_none_or(|n| t > n);
@@ -310,7 +267,7 @@ impl Processor {
             &mut out.alerts,
         );
         resend::remember_gap(&mut ms.missing, &ins, t, dt);
-        emit_clean(out, &r, t, reported, received, &fired);
+        out.clean.push(vee::clean(&r, t, received, &fired));
     }
 
     /// Time-driven rules: silent meters and feeder outages, resend requests, completeness.
@@ -360,34 +317,6 @@ impl Processor {
             out.aggregates.push(Aggregate::MeterWindow(w));
         }
     }
-}
-
-fn emit_clean(
-    out: &mut Outputs,
-    r: &Reading,
-    t: i64,
-    reported: i64,
-    received: i64,
-    fired: &[Rule],
-) {
-    let (quality, rule) = vee::flag(fired);
-    let also = fired.iter().copied().filter(|r| Some(*r) != rule).collect();
-    metrics::counter!(m::PIPELINE_READINGS, "quality" => quality.name(), "rule" => rule.map_or("none", Rule::name)).increment(1);
-    out.clean.push(CleanReading {
-        meter_id: r.meter_id.to_string(),
-        ts: ts(t),
-        reported_ts: (reported != t).then(|| ts(reported)),
-        import_wh: r.import_wh,
-        export_wh: r.export_wh,
-        power_w: r.power_w,
-        voltage_v: r.voltage_v,
-        current_a: r.current_a,
-        seq: r.seq,
-        received_at: ts(received),
-        quality,
-        rule,
-        also,
-    });
 }
 
 #[cfg(test)]

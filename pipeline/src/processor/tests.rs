@@ -7,6 +7,7 @@ use meterstack_core::wire;
 
 use super::*;
 use crate::registry::MeterInfo;
+use crate::state::ts;
 use meterstack_core::records::{AlertEvent, MeterWindow, Width};
 
 const DT: i64 = 900_000_000;

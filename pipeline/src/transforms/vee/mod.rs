@@ -2,8 +2,10 @@
 //! whether its values are possible, and which rule decides its quality flag.
 
 pub mod admit;
+pub mod validate;
 
 pub use admit::{Admission, admit};
+pub use validate::{Verdict, clean, rejected, validate};
 
 use crate::config::Rules;
 use meterstack_core::records::{Quality, Rule};
