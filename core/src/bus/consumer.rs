@@ -109,7 +109,7 @@ pub async fn consume<H: Handler>(
         let batch = match polled {
             Ok(batch) => batch,
             Err(e) => {
-                if !retry.failed("poll", e.to_string(), stop).await {
+                if !retry.failed(Op::Poll, e.to_string(), stop).await {
                     return;
                 }
                 continue;
@@ -122,7 +122,7 @@ pub async fn consume<H: Handler>(
             match handler.flush(last).await {
                 Ok(durable) => break durable,
                 Err(e) => {
-                    if !retry.failed("output", e.to_string(), stop).await {
+                    if !retry.failed(Op::Output, e.to_string(), stop).await {
                         return;
                     }
                 }
@@ -130,7 +130,7 @@ pub async fn consume<H: Handler>(
         };
         if durable && uncommitted {
             while let Err(e) = subscription.commit().await {
-                if !retry.failed("commit", e.to_string(), stop).await {
+                if !retry.failed(Op::Commit, e.to_string(), stop).await {
                     return;
                 }
             }
@@ -144,6 +144,14 @@ pub async fn consume<H: Handler>(
     }
 }
 
+/// What a consumer retries.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Poll,
+    Output,
+    Commit,
+}
+
 /// The retry policy of one consumer.
 struct Retry<'a> {
     backoff: Backoff,
@@ -155,11 +163,21 @@ impl Retry<'_> {
     /// Counts and logs a failure of `op`, then waits before the retry. Returns `false` when the
     /// consumer must end now: the stop signal came and it does not drain. A draining consumer
     /// keeps retrying until the process's drain deadline ends it.
-    async fn failed(&mut self, op: &'static str, error: String, stop: &CancellationToken) -> bool {
-        let metric = if op == "output" {
-            metrics::counter!(CONSUMER_OUTPUT_ERRORS, "consumer" => self.name.to_owned())
-        } else {
-            metrics::counter!(BUS_ERRORS, "op" => op, "consumer" => self.name.to_owned())
+    async fn failed(&mut self, op: Op, error: String, stop: &CancellationToken) -> bool {
+        let consumer = self.name.to_owned();
+        let (metric, op) = match op {
+            Op::Poll => (
+                metrics::counter!(BUS_ERRORS, "op" => "poll", "consumer" => consumer),
+                "poll",
+            ),
+            Op::Commit => (
+                metrics::counter!(BUS_ERRORS, "op" => "commit", "consumer" => consumer),
+                "commit",
+            ),
+            Op::Output => (
+                metrics::counter!(CONSUMER_OUTPUT_ERRORS, "consumer" => consumer),
+                "output",
+            ),
         };
         metric.increment(1);
         warn!(consumer = %self.name, op, %error, retry_in_ms = self.backoff.next_delay().as_millis() as u64, "consumer: retrying");
