@@ -14,7 +14,7 @@ use meterstack_core::store::StoreConfig;
 use meterstack_core::wire::DecodeConfig;
 use meterstack_lake::store::LakeConfig;
 use meterstack_pipeline::PipelineConfig;
-use meterstack_pipeline::webhooks::WebhooksConfig;
+use meterstack_pipeline::sinks::webhooks::WebhooksConfig;
 use serde::{Deserialize, Serialize};
 
 /// The config file read when `--config` is not given, if it exists.

@@ -21,7 +21,7 @@ use meterstack_core::health::Health;
 use meterstack_core::store::SqlStore;
 use meterstack_core::store::keys::Role as ApiRole;
 use meterstack_lake::query::Lake;
-use meterstack_pipeline::alerts::AlertRecorder;
+use meterstack_pipeline::sinks::alerts::AlertRecorder;
 use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};

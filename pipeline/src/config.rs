@@ -150,6 +150,14 @@ impl Default for Rules {
 }
 
 impl Rules {
+    /// Rated power of a meter of `rated_current_a` (the default when unknown): rated current ×
+    /// nominal voltage × phases, W.
+    pub fn rated_w(&self, rated_current_a: Option<f64>) -> f64 {
+        rated_current_a.unwrap_or(self.default_rated_current_a)
+            * self.nominal_voltage_v
+            * f64::from(self.phases)
+    }
+
     /// Checks the thresholds make sense.
     pub fn validate(&self, name: &str) -> Result<(), String> {
         let positive = [

@@ -9,22 +9,23 @@
 //! The stages are folders under [`transforms`] (validation, intervals, windows, anomalies,
 //! completeness), each with its pure logic and tests.
 //!
-//! [`alerts::AlertRecorder`] keeps the `alerts` topic's lifecycle in the SQL store;
-//! [`webhooks::Dispatcher`] delivers its events to webhook subscribers and sends reminders.
+//! Under [`sinks`], [`sinks::alerts::AlertRecorder`] keeps the `alerts` topic's lifecycle in the
+//! SQL store and [`sinks::webhooks::Dispatcher`] delivers its events to webhook subscribers and
+//! sends reminders.
 //!
 //! [`processor::Processor`] sequences the stages per meter and per feeder and owns their state
-//! ([`state`]); [`runner`] runs it on the bus's consumer driver with checkpoints. The processor is deterministic, so `meterstack eval` and the golden
+//! ([`state`]); [`runner`] runs it on the bus's consumer driver with checkpoints. The processor
+//! is deterministic, so `meterstack eval` and the golden
 //! replay test drive it directly.
 
-pub mod alerts;
 pub mod config;
 pub mod output;
 pub mod processor;
 pub mod registry;
 pub mod runner;
+pub mod sinks;
 pub mod state;
 pub mod transforms;
-pub mod webhooks;
 
 pub use config::PipelineConfig;
 pub use processor::Processor;

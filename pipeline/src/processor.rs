@@ -14,17 +14,17 @@ use chrono::{DateTime, Utc};
 use meterstack_core::Reading;
 use meterstack_core::bus::{Record, headers};
 use meterstack_core::metrics as m;
-use meterstack_core::records::{Aggregate, AlertType, RejectedReading, Rule};
+use meterstack_core::records::{Aggregate, AlertType, Rule};
 use meterstack_core::wire::Decoder;
 
 use crate::config::PipelineConfig;
 use crate::output::Outputs;
 use crate::registry::Registry;
 pub use crate::state::State;
-use crate::transforms::anomaly::meter::{MeterRulesState, Observed};
+use crate::transforms::anomaly::meter::Observed;
 use crate::transforms::anomaly::{Subject, meter, silence};
 use crate::transforms::completeness;
-use crate::transforms::intervals::{SpanRules, Step, resend};
+use crate::transforms::intervals::{SpanRules, resend};
 use crate::transforms::vee::{self, Verdict};
 
 /// How often (pipeline time) silence, outages, resends and completeness are evaluated, µs.
@@ -79,28 +79,11 @@ impl Processor {
         self.advance(received, out);
         let topic = record.header(headers::SOURCE_TOPIC).unwrap_or_default();
         let decoded = self.decoder.decode(topic, &record.value, record.timestamp);
-        for rejection in decoded.rejections {
-            metrics::counter!(m::PIPELINE_READINGS, "quality" => "rejected", "rule" => Rule::Schema.name()).increment(1);
-            let reading = rejection
-                .index
-                .is_some()
-                .then(|| {
-                    String::from_utf8_lossy(&record.value)
-                        .chars()
-                        .take(1024)
-                        .collect::<String>()
-                })
-                .map(serde_json::Value::String);
-            out.rejected.push(RejectedReading {
-                meter_id: decoded.meter_id.as_ref().map(ToString::to_string),
-                ts: None,
-                received_at: record.timestamp,
-                rule: Rule::Schema,
-                reason: Some(rejection.reason.code().to_owned()),
-                detail: rejection.detail,
-                reading,
-            });
-        }
+        let meter_id = decoded.meter_id.as_ref().map(ToString::to_string);
+        out.rejected
+            .extend(decoded.rejections.into_iter().map(|rejection| {
+                vee::undecodable(meter_id.clone(), record.timestamp, &record.value, rejection)
+            }));
         for reading in decoded.readings {
             self.reading(reading, received, out);
         }
@@ -146,32 +129,26 @@ impl Processor {
     fn reading(&mut self, r: Reading, received: i64, out: &mut Outputs) {
         let id = r.meter_id.as_str().to_owned();
         let info = self.registry.get(&id).cloned().unwrap_or_default();
-        let rules = self.config.rules_for(info.class).clone();
+        let rules = self.config.rules_for(info.class);
         let (dt, now) = (self.dt, self.state.clock);
-        let rated_w = info
-            .rated_current_a
-            .unwrap_or(rules.default_rated_current_a)
-            * rules.nominal_voltage_v
-            * f64::from(rules.phases);
-        let feeder = info.feeder.clone();
+        let rated_w = rules.rated_w(info.rated_current_a);
+        let feeder = info.feeder.as_deref();
         let mut fired: Vec<Rule> = Vec::new();
         let ms = self.state.meters.entry(id.clone()).or_default();
         let was_silent = ms.alerts.is_open(AlertType::MeterSilent);
         ms.last_received = ms.last_received.max(received);
 
-        // Validation.
-        let verdict = vee::validate(
+        let (t, point) = match vee::validate(
             &r,
             received,
             dt,
-            &rules,
+            rules,
             rated_w,
             &ms.track,
             &mut ms.missing,
             self.lateness,
             &mut fired,
-        );
-        let (t, point) = match verdict {
+        ) {
             Verdict::New { t, point } => (t, point),
             Verdict::Reject { rule, ts, detail } => {
                 out.rejected
@@ -179,53 +156,26 @@ impl Processor {
                 return;
             }
             Verdict::Behind { t } => {
-                completeness::count_received(&mut self.state.received, feeder.as_deref(), t - dt);
+                completeness::count_received(&mut self.state.received, feeder, t - dt);
                 out.clean.push(vee::clean(&r, t, received, &fired));
                 return;
             }
         };
 
-        // Intervals.
-        let span_rules = SpanRules {
-            dt_us: dt,
-            capacity_wh: rules.register_capacity_wh,
-            max_interval_wh: rated_w * (dt as f64 / 3.6e9) * 3.0,
-            reset_max_wh: rules.reset_max_wh,
-            exchanged_on: info.exchanged_on,
-            outage_min_missing: rules.outage_min_missing,
-            outage_max_share: rules.outage_max_share,
-            feeder_out: ms.feeder_out,
+        let span_rules = SpanRules::new(rules, dt, rated_w, info.exchanged_on, ms.feeder_out);
+        let (ins, in_order) = match ms.track.place(t, point, received, &span_rules, &mut fired) {
+            Ok(placed) => placed,
+            Err(detail) => {
+                let rule = Rule::NegativeConsumption;
+                out.rejected
+                    .push(vee::rejected(&r, received, rule, Some(t), detail));
+                return;
+            }
         };
-        let (before, after) = ms.track.check(t, &point, &span_rules);
-        if before == Some(Step::Negative) || after == Some(Step::Negative) {
-            let neighbour = if before == Some(Step::Negative) {
-                "previous"
-            } else {
-                "next"
-            };
-            let detail = format!(
-                "import register {} Wh is below the {neighbour} reading's without a rollover, reset or exchange",
-                point.import_wh
-            );
-            let rejected = vee::rejected(&r, received, Rule::NegativeConsumption, Some(t), detail);
-            out.rejected.push(rejected);
-            return;
-        }
-        let newest = ms.track.last_ts();
-        let in_order = newest.is_none_or(|n| t > n);
-        if !in_order {
-            fired.push(Rule::OutOfOrder);
-        } else if newest.is_some() && received - t >= 2 * dt {
-            fired.push(Rule::Backfill);
-        }
-        let ins = ms.track.insert(t, point, &span_rules);
         ms.missing.remove(&t);
-        if ms.feeder_out && in_order {
-            ms.feeder_out = false;
-        }
-        completeness::count_received(&mut self.state.received, feeder.as_deref(), t - dt);
+        ms.feeder_out &= !in_order;
+        completeness::count_received(&mut self.state.received, feeder, t - dt);
 
-        // Windows.
         for change in &ins.changes {
             ms.windows.apply(change, dt);
         }
@@ -233,11 +183,10 @@ impl Processor {
         ms.windows.observe(t, dt, r.power_w, voltage);
         self.dirty.insert(id.clone());
 
-        // The meter's rules, then the gaps to ask for again.
         let observed = Observed {
             who: Subject {
                 meter: Some(&id),
-                feeder: feeder.as_deref(),
+                feeder,
             },
             t,
             now,
@@ -252,17 +201,12 @@ impl Processor {
             rated_w,
             was_silent,
         };
-        let state = MeterRulesState {
-            alerts: &mut ms.alerts,
-            baseline: &mut ms.baseline,
-            zero_run: &mut ms.zero_run,
-            anomaly_run: &mut ms.anomaly_run,
-        };
+        let baseline = &self.config.baseline;
         meter::observe(
             &observed,
-            state,
-            &rules,
-            &self.config.baseline,
+            ms.rules_state(),
+            rules,
+            baseline,
             &mut fired,
             &mut out.alerts,
         );
@@ -298,17 +242,9 @@ impl Processor {
     pub fn flush(&mut self, out: &mut Outputs) {
         let mut windows = Vec::new();
         for id in std::mem::take(&mut self.dirty) {
-            let Some(ms) = self.state.meters.get_mut(&id) else {
-                continue;
-            };
-            let Some(newest) = ms.track.last_ts() else {
-                continue;
-            };
-            ms.track.prune(newest - self.lateness);
-            let anchor = ms.track.first_ts().unwrap_or(newest);
-            ms.missing
-                .retain(|t, requested| *requested || *t > anchor - self.resend_after);
-            ms.windows.flush(&id, newest, anchor, self.dt, &mut windows);
+            if let Some(ms) = self.state.meters.get_mut(&id) {
+                ms.settle(&id, self.lateness, self.resend_after, self.dt, &mut windows);
+            }
         }
         for w in windows {
             let version = if w.revision == 0 { "first" } else { "restated" };

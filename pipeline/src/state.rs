@@ -6,6 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use meterstack_core::records::MeterWindow;
+
+use crate::transforms::anomaly::meter::MeterRulesState;
 use crate::transforms::anomaly::{Alerts, Baseline};
 use crate::transforms::intervals::Track;
 use crate::transforms::windows::Windows;
@@ -32,6 +35,38 @@ pub(crate) struct MeterState {
     pub(crate) anomaly_run: u32,
     /// Its feeder was out while it was silent.
     pub(crate) feeder_out: bool,
+}
+
+impl MeterState {
+    /// The parts its anomaly rules keep.
+    pub(crate) fn rules_state(&mut self) -> MeterRulesState<'_> {
+        MeterRulesState {
+            alerts: &mut self.alerts,
+            baseline: &mut self.baseline,
+            zero_run: &mut self.zero_run,
+            anomaly_run: &mut self.anomaly_run,
+        }
+    }
+
+    /// Finalizes what fell out of the allowed `lateness` (µs), forgets gaps older than
+    /// `resend_after` that were never asked for, and emits meter `id`'s windows that changed.
+    pub(crate) fn settle(
+        &mut self,
+        id: &str,
+        lateness: i64,
+        resend_after: i64,
+        dt: i64,
+        out: &mut Vec<MeterWindow>,
+    ) {
+        let Some(newest) = self.track.last_ts() else {
+            return;
+        };
+        self.track.prune(newest - lateness);
+        let anchor = self.track.first_ts().unwrap_or(newest);
+        self.missing
+            .retain(|t, requested| *requested || *t > anchor - resend_after);
+        self.windows.flush(id, newest, anchor, dt, out);
+    }
 }
 
 /// A feeder's state.

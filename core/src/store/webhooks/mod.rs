@@ -6,7 +6,7 @@
 //! `seq > cursor` and never skips an event. The same transaction writes one outbox row
 //! (`deliveries`) for every enabled subscription whose filters match, so an event is either
 //! stored with all its deliveries or not at all, and a restart loses none of them. The
-//! dispatcher (`meterstack_pipeline::webhooks`) sends due rows and records each attempt.
+//! dispatcher (`meterstack_pipeline::sinks::webhooks`) sends due rows and records each attempt.
 
 use std::time::Duration;
 

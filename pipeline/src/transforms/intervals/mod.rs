@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use meterstack_core::records::{Quality, Rule};
 
+use crate::config::Rules;
+
 /// One reading's registers and power.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Point {
@@ -78,6 +80,28 @@ pub struct SpanRules {
     pub outage_max_share: f64,
     /// The meter's feeder is out (holes are feeder outages rather than meter outages).
     pub feeder_out: bool,
+}
+
+impl SpanRules {
+    /// The span rules of a meter under `rules`, of rated power `rated_w`, on a grid of `dt_us`.
+    pub fn new(
+        rules: &Rules,
+        dt_us: i64,
+        rated_w: f64,
+        exchanged_on: Option<NaiveDate>,
+        feeder_out: bool,
+    ) -> Self {
+        Self {
+            dt_us,
+            capacity_wh: rules.register_capacity_wh,
+            max_interval_wh: rated_w * (dt_us as f64 / 3.6e9) * 3.0,
+            reset_max_wh: rules.reset_max_wh,
+            exchanged_on,
+            outage_min_missing: rules.outage_min_missing,
+            outage_max_share: rules.outage_max_share,
+            feeder_out,
+        }
+    }
 }
 
 /// The energy between two readings `k` intervals apart, and how the register got there.
@@ -291,6 +315,38 @@ impl Track {
             prev.map(|(t, p)| step(p, *t, point, ts, rules).0),
             next.map(|(t, n)| step(point, ts, n, *t, rules).0),
         )
+    }
+
+    /// The interval stage for a new reading at `ts`, received at `received` (µs): refused (with
+    /// why) when the import register would step backwards from a neighbour, otherwise inserted,
+    /// with whether it is the newest; `out_of_order` or `backfill` go to `fired`.
+    pub fn place(
+        &mut self,
+        ts: i64,
+        point: Point,
+        received: i64,
+        rules: &SpanRules,
+        fired: &mut Vec<Rule>,
+    ) -> Result<(Inserted, bool), String> {
+        let neighbour = match self.check(ts, &point, rules) {
+            (Some(Step::Negative), _) => Some("previous"),
+            (_, Some(Step::Negative)) => Some("next"),
+            _ => None,
+        };
+        if let Some(neighbour) = neighbour {
+            return Err(format!(
+                "import register {} Wh is below the {neighbour} reading's without a rollover, reset or exchange",
+                point.import_wh
+            ));
+        }
+        let newest = self.last_ts();
+        let in_order = newest.is_none_or(|n| ts > n);
+        if !in_order {
+            fired.push(Rule::OutOfOrder);
+        } else if newest.is_some() && received - ts >= 2 * rules.dt_us {
+            fired.push(Rule::Backfill);
+        }
+        Ok((self.insert(ts, point, rules), in_order))
     }
 
     /// Inserts the reading at `ts` (not already held) and recomputes the spans it touches.

@@ -5,7 +5,7 @@ pub mod admit;
 pub mod validate;
 
 pub use admit::{Admission, admit};
-pub use validate::{Verdict, clean, rejected, validate};
+pub use validate::{Verdict, clean, rejected, undecodable, validate};
 
 use crate::config::Rules;
 use meterstack_core::records::{Quality, Rule};

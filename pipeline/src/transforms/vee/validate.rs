@@ -4,9 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use meterstack_core::Reading;
 use meterstack_core::metrics as m;
 use meterstack_core::records::{CleanReading, RejectedReading, Rule};
+use meterstack_core::wire::Rejection;
 
 use super::{Admission, Placement, admit, flag, in_range, place};
 use crate::config::Rules;
@@ -146,5 +148,33 @@ pub fn rejected(
         reason: None,
         detail,
         reading: serde_json::to_value(r).ok(),
+    }
+}
+
+/// The rejected record of a message of `meter_id` received at `received` (or of one reading
+/// of it) that the decoder refused, counted; a refused reading keeps the message's text.
+pub fn undecodable(
+    meter_id: Option<String>,
+    received: DateTime<Utc>,
+    message: &[u8],
+    rejection: Rejection,
+) -> RejectedReading {
+    metrics::counter!(m::PIPELINE_READINGS, "quality" => "rejected", "rule" => Rule::Schema.name())
+        .increment(1);
+    let reading = rejection.index.map(|_| {
+        let text = String::from_utf8_lossy(message)
+            .chars()
+            .take(1024)
+            .collect();
+        serde_json::Value::String(text)
+    });
+    RejectedReading {
+        meter_id,
+        ts: None,
+        received_at: received,
+        rule: Rule::Schema,
+        reason: Some(rejection.reason.code().to_owned()),
+        detail: rejection.detail,
+        reading,
     }
 }
