@@ -1,6 +1,18 @@
-//! Forecasting (the SageMaker + Fargate + DynamoDB of the AWS design): linfa models trained on
-//! the trusted zone, scheduled inference, predictions in the SQL store through sqlx.
+//! Forecasting (the SageMaker + Fargate + DynamoDB of the AWS design): models trained on the
+//! trusted zone's hourly consumption, forecasts of every meter's next hours with a band.
 //!
-//! Nothing is built yet. The crate exists so the workspace has its final shape and so that
-//! linfa, ndarray and sqlx are resolved, at versions that agree with the rest, in the one
-//! lockfile every later change builds on.
+//! - [`series`]: the training frame, each meter's hourly energy on one clock.
+//! - [`calendar`]: the utility's time zone and holidays.
+//! - [`features`]: what a model may know at a forecast's origin (nothing at or after it).
+//! - [`model`]: the interface, the baselines and the learned global model.
+//! - [`backtest`]: day-ahead forecasts from every midnight of a window, scored.
+
+pub mod backtest;
+pub mod calendar;
+pub mod features;
+pub mod model;
+pub mod series;
+
+pub use calendar::{Calendar, CalendarConfig};
+pub use model::{Forecaster, ModelKind, Quantiles};
+pub use series::{Hour, Series};

@@ -6,6 +6,7 @@
 //! the ground truth of every fault injected.
 //!
 //! - [`load`]: BDEW standard load profiles by class, holidays, synthetic weather, the sun.
+//! - [`household`]: one home's occupancy, appliance runs and holidays on top of the profile.
 //! - [`meter`]: the fleet (classes, feeders, registers) and one meter's behaviour per tick,
 //!   including its local buffer and its faults.
 //! - [`faults`]: fault types, rates, planning and labels.
@@ -17,6 +18,7 @@
 //! of the seed: the same seed gives the same fleet, readings and faults.
 
 pub mod faults;
+pub mod household;
 pub mod load;
 pub mod meter;
 pub mod offline;

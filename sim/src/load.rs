@@ -247,6 +247,8 @@ pub struct TickContext {
     pub normal_c: f64,
     /// Irradiance on PV modules including clouds, W/m².
     pub irradiance_w_m2: f64,
+    /// The local date the interval starts on.
+    pub local_date: NaiveDate,
 }
 
 /// Where the fleet is: time zone and location.
@@ -297,6 +299,10 @@ impl TickContext {
             temperature_c: weather.temperature_c(t, doy, hour),
             normal_c: Weather::normal_c(doy, hour),
             irradiance_w_m2: irradiance,
+            local_date: DateTime::from_timestamp(start, 0)
+                .unwrap_or_default()
+                .with_timezone(&site.tz)
+                .date_naive(),
         }
     }
 

@@ -221,7 +221,8 @@ pub fn build_fleet(config: &FleetConfig, shape: &RunShape) -> Result<Vec<MeterSp
             shift_quarters: rng.random_range(-3..=3),
             noise_sigma: match class {
                 Class::Commercial => rng.random_range(0.05..0.15),
-                _ => rng.random_range(0.2..0.4),
+                // Households' lumps come from their appliance runs (`household`).
+                _ => rng.random_range(0.08..0.16),
             },
             capacity_wh,
             initial_import_wh,

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::faults::{self, FaultConfig, FaultType, Label, Planned};
+use crate::household::Household;
 use crate::load::{Profile, TickContext};
 
 mod fleet;
@@ -91,6 +92,8 @@ pub struct Meter {
     shape: RunShape,
     load_rng: StdRng,
     fault_rng: StdRng,
+    /// The home behind a household or prosumer meter.
+    household: Option<Household>,
     noise_x: f64,
     import_wh: f64,
     export_wh: f64,
@@ -111,6 +114,8 @@ impl Meter {
         Self {
             load_rng: StdRng::seed_from_u64(seed),
             fault_rng: StdRng::seed_from_u64(seed ^ 0xFA17),
+            household: (spec.class != Class::Commercial)
+                .then(|| Household::new(seed, spec.annual_kwh)),
             noise_x: 0.0,
             import_wh: spec.initial_import_wh,
             export_wh: if spec.class == Class::Prosumer {
@@ -233,13 +238,17 @@ impl Meter {
         let sigma = self.spec.noise_sigma;
         self.noise_x =
             rho * self.noise_x + (1.0 - rho * rho).sqrt() * sigma * normal(&mut self.load_rng);
-        let load_w = base_w * weather * (self.noise_x - sigma * sigma / 2.0).exp();
+        let mean_w = self.spec.annual_kwh * 1000.0 / 8760.0;
+        let behaviour_w = match &mut self.household {
+            Some(home) => home.load_w(ctx, base_w, mean_w),
+            None => base_w,
+        };
+        let load_w = behaviour_w * weather * (self.noise_x - sigma * sigma / 2.0).exp();
         let pv_w = self.spec.pv_kwp
             * ctx.irradiance_w_m2
             * 0.85
             * (1.0 + 0.05 * normal(&mut self.load_rng));
         let mut net_w = load_w - pv_w.max(0.0);
-        let mean_w = self.spec.annual_kwh * 1000.0 / 8760.0;
         let mut voltage = NOMINAL_V + self.spec.voltage_bias + 0.7 * normal(&mut self.load_rng)
             - 1.5 * (load_w / mean_w - 1.0).clamp(-1.0, 3.0)
             + 0.4 * (-net_w / 1000.0).max(0.0);

@@ -1,0 +1,211 @@
+//! Features of one forecast hour, known at the forecast's origin: only hours before the origin
+//! are read, so a model can never see the future it forecasts.
+//!
+//! Energies are divided by the meter's level (its mean hour over the 7 days before the origin),
+//! so that one global model serves a flat and a villa alike; the model predicts the target hour
+//! as a multiple of the level, and training weights each row by the level so that its loss is
+//! the absolute error in Wh.
+
+use meterstack_core::store::meters::MeterClass;
+
+use crate::calendar::Calendar;
+use crate::series::{Hour, Series};
+
+/// The feature names, in column order (stored with each model).
+pub const NAMES: [&str; 22] = [
+    "lag_1d",
+    "lag_2d",
+    "lag_7d",
+    "lag_14d",
+    "same_hour_7d_mean",
+    "same_hour_7d_median",
+    "same_hour_7d_p10",
+    "same_hour_7d_p90",
+    "same_hour_3h_7d_median",
+    "same_weekday_4w_median",
+    "same_hour_28d_median",
+    "last_day_mean",
+    "last_day_max",
+    "last_28d_mean",
+    "last_7d_low",
+    "log_level",
+    "hour",
+    "weekday",
+    "holiday",
+    "weekend_or_holiday",
+    "horizon",
+    "class",
+];
+
+/// Number of features.
+pub const WIDTH: usize = NAMES.len();
+
+/// The meter's level at `origin`: its mean hour over the 7 days before, Wh (`None` when it
+/// has fewer than 3 days of known hours or used nothing).
+pub fn level(series: &Series, origin: Hour) -> Option<f64> {
+    let (sum, n) = (origin - 168..origin)
+        .map(|h| series.at(h))
+        .filter(|v| v.is_finite())
+        .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    (n >= 72 && sum > 0.0).then(|| sum / n as f64)
+}
+
+/// The median, or a quantile, of finite values (sorts `v`).
+pub fn quantile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let pos = q * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+}
+
+/// The mean of `v` (`NaN` when empty).
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+fn class_code(class: Option<MeterClass>) -> f64 {
+    match class {
+        None => f64::NAN,
+        Some(MeterClass::Household) => 0.0,
+        Some(MeterClass::Prosumer) => 1.0,
+        Some(MeterClass::Commercial) => 2.0,
+    }
+}
+
+/// Values of `series` at `hours` that are known before `origin`.
+fn known(series: &Series, origin: Hour, hours: impl Iterator<Item = Hour>, out: &mut Vec<f64>) {
+    out.clear();
+    out.extend(
+        hours
+            .filter(|h| *h < origin)
+            .map(|h| series.at(h))
+            .filter(|v| v.is_finite()),
+    );
+}
+
+/// Writes the features of hour `target` forecast at `origin` (`target >= origin`) into `row`,
+/// energies divided by `level`. `scratch` is reused between calls.
+pub fn row(
+    series: &Series,
+    origin: Hour,
+    target: Hour,
+    level: f64,
+    calendar: &Calendar,
+    scratch: &mut Vec<f64>,
+    row: &mut [f64; WIDTH],
+) {
+    let at = |h: Hour| {
+        if h < origin {
+            series.at(h) / level
+        } else {
+            f64::NAN
+        }
+    };
+    // The same hour on earlier days, newest first, beginning with the newest day known.
+    let first_day = (target - origin) / 24 + 1;
+    let same_hour = |days: i64| (first_day..first_day + days).map(move |d| target - 24 * d);
+
+    row[0] = at(target - 24);
+    row[1] = at(target - 48);
+    row[2] = at(target - 168);
+    row[3] = at(target - 336);
+    known(series, origin, same_hour(7), scratch);
+    row[4] = mean(scratch) / level;
+    row[5] = quantile(scratch, 0.5) / level;
+    row[6] = quantile(scratch, 0.1) / level;
+    row[7] = quantile(scratch, 0.9) / level;
+    known(
+        series,
+        origin,
+        same_hour(7).flat_map(|h| [h - 1, h, h + 1]),
+        scratch,
+    );
+    row[8] = quantile(scratch, 0.5) / level;
+    let first_week = (target - origin) / 168 + 1;
+    known(
+        series,
+        origin,
+        (first_week..first_week + 4).map(|w| target - 168 * w),
+        scratch,
+    );
+    row[9] = quantile(scratch, 0.5) / level;
+    known(series, origin, same_hour(28), scratch);
+    row[10] = quantile(scratch, 0.5) / level;
+    known(series, origin, origin - 24..origin, scratch);
+    row[11] = mean(scratch) / level;
+    row[12] = scratch.iter().copied().fold(f64::NAN, f64::max) / level;
+    known(series, origin, origin - 672..origin, scratch);
+    row[13] = mean(scratch) / level;
+    known(series, origin, origin - 168..origin, scratch);
+    row[14] = quantile(scratch, 0.05) / level;
+    row[15] = level.ln();
+    let local = calendar.local(target);
+    row[16] = f64::from(local.hour);
+    row[17] = f64::from(local.weekday);
+    row[18] = f64::from(u8::from(local.holiday));
+    row[19] = f64::from(u8::from(local.holiday || local.weekday >= 5));
+    row[20] = (target - origin + 1) as f64;
+    row[21] = class_code(series.class);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calendar::CalendarConfig;
+
+    #[test]
+    fn features_read_nothing_at_or_after_the_origin() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+        let mut s = Series::new("m", None);
+        for h in 0..24 * 40 {
+            s.set(h, 100.0 + (h % 24) as f64);
+        }
+        let origin = 24 * 30;
+        let level = level(&s, origin).unwrap_or_default();
+        let mut scratch = Vec::new();
+        let mut before = [0.0; WIDTH];
+        let mut after = [0.0; WIDTH];
+        for target in origin..origin + 48 {
+            row(&s, origin, target, level, &cal, &mut scratch, &mut before);
+            let mut spiked = s.clone();
+            for h in origin..s.end() {
+                spiked.set(h, 1.0e9);
+            }
+            row(
+                &spiked,
+                origin,
+                target,
+                level,
+                &cal,
+                &mut scratch,
+                &mut after,
+            );
+            for (i, (a, b)) in before.iter().zip(&after).enumerate() {
+                assert!(
+                    a.to_bits() == b.to_bits(),
+                    "{} moved for target {target}",
+                    NAMES[i]
+                );
+            }
+        }
+        // The second day ahead has no lag of one day.
+        row(
+            &s,
+            origin,
+            origin + 30,
+            level,
+            &cal,
+            &mut scratch,
+            &mut before,
+        );
+        assert!(before[0].is_nan());
+        assert!((before[1] * level - (100.0 + 6.0)).abs() < 1e-9);
+    }
+}
