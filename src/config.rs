@@ -13,6 +13,7 @@ use meterstack_core::bus::{BusBackend, BusConfig};
 use meterstack_core::store::StoreConfig;
 use meterstack_core::wire::DecodeConfig;
 use meterstack_lake::store::LakeConfig;
+use meterstack_ml::MlConfig;
 use meterstack_pipeline::PipelineConfig;
 use meterstack_pipeline::sinks::webhooks::WebhooksConfig;
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,8 @@ pub(crate) struct Config {
     pub pipeline: PipelineConfig,
     /// Alert delivery: webhooks, retries, reminders, the SSRF guard.
     pub webhooks: WebhooksConfig,
+    /// Forecasting: calendar, learner, training window, promotion.
+    pub ml: MlConfig,
 }
 
 impl Default for Config {
@@ -64,6 +67,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             pipeline: PipelineConfig::default(),
             webhooks: WebhooksConfig::default(),
+            ml: MlConfig::default(),
         }
     }
 }
@@ -165,6 +169,7 @@ impl Config {
             .and_then(|()| config.http.query.validate())
             .and_then(|()| config.http.live.validate())
             .and_then(|()| config.webhooks.validate().map_err(|e| e.to_string()))
+            .and_then(|()| config.ml.validate())
             .and_then(|()| {
                 if config.lake.etl.delete_grace < config.http.query.timeout {
                     // A query could otherwise lose a file it listed.

@@ -19,7 +19,6 @@ use meterstack_core::wire::command::Command;
 use meterstack_pipeline::output::Outputs;
 use meterstack_pipeline::{MeterInfo, PipelineConfig, Processor, Registry, State};
 use meterstack_sim::load::Weather;
-use meterstack_sim::meter::Class;
 use meterstack_sim::offline::Offline;
 use meterstack_sim::score::{Outputs as ScoredOutputs, Score, findings, merge, misses, score};
 use meterstack_sim::{FaultConfig, FaultType, FleetConfig, Label, RunShape, build_fleet};
@@ -86,14 +85,6 @@ pub(crate) struct Report {
     pipeline_readings_per_second: f64,
 }
 
-fn class(c: Class) -> MeterClass {
-    match c {
-        Class::Household => MeterClass::Household,
-        Class::Commercial => MeterClass::Commercial,
-        Class::Prosumer => MeterClass::Prosumer,
-    }
-}
-
 /// Runs the evaluation.
 pub(crate) fn evaluate(args: &Args, pipeline: &PipelineConfig) -> anyhow::Result<Report> {
     let started = std::time::Instant::now();
@@ -132,7 +123,7 @@ pub(crate) fn evaluate(args: &Args, pipeline: &PipelineConfig) -> anyhow::Result
         (
             s.id.to_string(),
             MeterInfo {
-                class: Some(class(s.class)),
+                class: Some(MeterClass::from(s.class)),
                 feeder: Some(s.feeder.clone()),
                 rated_current_a: Some(s.rated_current_a),
                 exchanged_on: s.exchanged_on,

@@ -20,6 +20,30 @@ pub(crate) struct EtlArgs {
     json: bool,
 }
 
+/// `meterstack import` commands.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum ImportCommand {
+    /// Readings from another meter-data system, a CSV file (`.csv` or `.csv.gz`) whose header
+    /// names its form: `meter_id,ts,import_wh[,export_wh,power_w,voltage_v,current_a]`
+    /// (register readings) or `meter_id,interval_start,energy_wh[,export_wh]` (intervals);
+    /// times RFC 3339 or epoch milliseconds. Written to the raw zone as the sink writes it;
+    /// run `meterstack etl` (or let the etl role) to bring it into the trusted zone.
+    Readings {
+        /// The file.
+        file: std::path::PathBuf,
+        /// Import the good rows of a file with bad ones (default: a file with bad rows is not
+        /// imported at all).
+        #[arg(long)]
+        skip_bad: bool,
+        /// Interval length of an interval file [default: pipeline.interval]
+        #[arg(long, value_parser = humantime::parse_duration)]
+        interval: Option<std::time::Duration>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// Flags of `meterstack sql`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct SqlArgs {
@@ -116,5 +140,55 @@ pub(crate) async fn sql(args: SqlArgs, config: &Config) -> anyhow::Result<()> {
         writeln!(out)?;
     }
     out.flush()?;
+    Ok(())
+}
+
+pub(crate) async fn import(command: ImportCommand, config: &Config) -> anyhow::Result<()> {
+    let ImportCommand::Readings {
+        file,
+        skip_bad,
+        interval,
+        json,
+    } = command;
+    let interval = interval.unwrap_or(config.pipeline.interval);
+    let options = meterstack_lake::import::ImportOptions {
+        skip_bad,
+        interval: chrono::TimeDelta::from_std(interval).context("--interval is too long")?,
+        ..meterstack_lake::import::ImportOptions::default()
+    };
+    let store = config.lake.build(&config.data_dir)?;
+    let bar = indicatif::ProgressBar::new(0).with_style(indicatif::ProgressStyle::with_template(
+        "{spinner} import {bar:30} {binary_bytes}/{binary_total_bytes} · {elapsed} · eta {eta}",
+    )?);
+    let progress = {
+        let bar = bar.clone();
+        move |done: u64, total: u64| {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    };
+    let report = meterstack_lake::import::import(&file, store, &options, progress).await;
+    bar.finish_and_clear();
+    let report = report.with_context(|| format!("cannot import {}", file.display()))?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        writeln!(
+            out,
+            "{} rows ({:?} form): {} readings in {} raw files ({} bytes); {} bad rows skipped; {:.1} s, {:.0} readings/s",
+            report.rows,
+            report.form,
+            report.readings,
+            report.files,
+            report.bytes,
+            report.bad_rows,
+            report.seconds,
+            report.readings_per_s
+        )?;
+        for b in &report.first_bad {
+            writeln!(out, "  line {}: {}", b.line, b.reason)?;
+        }
+    }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod config;
 mod eval;
 mod health;
 mod lake_cmd;
+mod ml_cmd;
 mod registry_cmd;
 mod run;
 mod simulate;
@@ -72,6 +73,12 @@ enum Command {
     /// Run one read-only SQL query over the lake, e.g. `meterstack sql "SELECT count(*) FROM
     /// readings"` (same tables, bounds and formats as POST /api/v1/query; CSV by default).
     Sql(lake_cmd::SqlArgs),
+    /// Bring history from another system into the lake.
+    #[command(subcommand)]
+    Import(lake_cmd::ImportCommand),
+    /// Forecasting: train on the trusted zone, backtest, the model registry.
+    #[command(subcommand)]
+    Ml(ml_cmd::MlCommand),
     /// Inspect the bus.
     #[command(subcommand)]
     Bus(bus_cmd::BusCommand),
@@ -162,6 +169,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&cli.overrides)?;
             telemetry::init_logging("warn");
             runtime()?.block_on(lake_cmd::sql(args, &config))
+        }
+        Command::Import(command) => {
+            let config = Config::load(&cli.overrides)?;
+            telemetry::init_logging("warn");
+            runtime()?.block_on(lake_cmd::import(command, &config))
+        }
+        Command::Ml(command) => {
+            let config = Config::load(&cli.overrides)?;
+            telemetry::init_logging("warn");
+            runtime()?.block_on(ml_cmd::ml(command, &config))
         }
         Command::Bus(command) => {
             let config = Config::load(&cli.overrides)?;

@@ -1,8 +1,9 @@
 //! `meterstack up` and `meterstack run --roles …`: the roles of the platform in one process.
 //!
 //! Roles: `broker` (MQTT gate, embedded rumqttd, bridge to `readings.raw`), `sink` (raw zone),
-//! `pipeline` (validation, intervals, windows, alerts),
-//! `api` (SQL over HTTP). Every process also serves `/healthz`, `/readyz` and `/metrics`.
+//! `pipeline` (validation, intervals, windows, alerts), `etl` (raw → trusted zone), `alerts`
+//! (alert store, webhook delivery), `ml` (training, forecasts), `api` (SQL over HTTP, the REST
+//! API, the live feed). Every process also serves `/healthz`, `/readyz` and `/metrics`.
 //! `up` runs them all. Start order follows the data backwards (sink, API, then broker) so the
 //! process reports ready only when a reading can complete its path. Shutdown (SIGINT/SIGTERM)
 //! follows the data forwards: the MQTT gate closes every meter connection, the bridge drains
@@ -46,16 +47,20 @@ pub(crate) enum Role {
     /// The alert store and alert delivery: the `alerts` topic's lifecycle kept in the SQL
     /// store (`/api/v1/alerts`), webhook delivery of its events, and reminders.
     Alerts,
+    /// Forecasting: retrains on `ml.retrain_after`, forecasts every meter after each ETL run
+    /// into the SQL store (run it in one process only).
+    Ml,
 }
 
 impl Role {
-    pub(crate) const ALL: [Role; 6] = [
+    pub(crate) const ALL: [Role; 7] = [
         Role::Broker,
         Role::Sink,
         Role::Pipeline,
         Role::Etl,
         Role::Api,
         Role::Alerts,
+        Role::Ml,
     ];
 }
 
@@ -167,6 +172,7 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
     for role in [
         Role::Broker,
         Role::Alerts,
+        Role::Ml,
         Role::Etl,
         Role::Pipeline,
         Role::Sink,
@@ -191,6 +197,12 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
             Role::Etl => {
                 components.push(Box::new(config.lake.etl.component(&config.pipeline, &ctx)))
             }
+            Role::Ml => components.push(Box::new(
+                config
+                    .ml
+                    .component(&config.http.query, &ctx)
+                    .context("cannot start forecasting")?,
+            )),
             Role::Pipeline => components.push(Box::new(
                 config
                     .pipeline
@@ -232,6 +244,15 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
             ctx.store.clone(),
             config.pipeline.interval,
         ),
+        forecasting: if roles.contains(&Role::Api) {
+            Some(meterstack_api::Forecasting {
+                models: meterstack_ml::registry::ModelRegistry::new(ctx.objects.clone()),
+                calendar: meterstack_ml::Calendar::new(&config.ml.calendar)
+                    .map_err(anyhow::Error::msg)?,
+            })
+        } else {
+            None
+        },
     };
     let server = config
         .http
@@ -302,6 +323,7 @@ fn role_name(role: Role) -> &'static str {
         Role::Etl => "etl",
         Role::Api => "api",
         Role::Alerts => "alerts",
+        Role::Ml => "ml",
     }
 }
 

@@ -10,6 +10,7 @@ mod alerts;
 pub mod auth;
 mod config;
 mod error;
+mod forecasts;
 mod keys;
 pub mod live;
 mod meters;
@@ -64,6 +65,17 @@ pub struct AppState {
     pub webhooks: WebhookSettings,
     /// The live feed.
     pub live: live::Hub,
+    /// The model registry and calendar, for forecasts `as_of` a past time (role `api`).
+    pub forecasting: Option<Forecasting>,
+}
+
+/// What the forecast routes need beyond the store.
+#[derive(Debug, Clone)]
+pub struct Forecasting {
+    /// The model registry.
+    pub models: meterstack_ml::registry::ModelRegistry,
+    /// The utility's calendar.
+    pub calendar: meterstack_ml::Calendar,
 }
 
 /// The webhook settings the API applies to subscriptions.

@@ -9,7 +9,7 @@ use axum::routing::{MethodFilter, on};
 use meterstack_core::store::keys::Role;
 
 use crate::auth::Admitted;
-use crate::{AppState, alerts, keys, live, meters, query, subscriptions};
+use crate::{AppState, alerts, forecasts, keys, live, meters, query, subscriptions};
 
 const PUBLIC: Admitted = &[];
 const ANY_ROLE: Admitted = &[Role::Admin, Role::Operator, Role::Analyst, Role::Viewer];
@@ -57,6 +57,9 @@ routes! {
         PATCH "/api/v1/meters/{id}" => meters::update, OPERATORS;
         DELETE "/api/v1/meters/{id}" => meters::delete, OPERATORS;
         GET "/api/v1/meters/{id}/readings" => query::meter_readings, ANY_ROLE;
+        GET "/api/v1/meters/{id}/forecast" => forecasts::meter, ANY_ROLE;
+        GET "/api/v1/feeders/{id}/forecast" => forecasts::feeder, ANY_ROLE;
+        GET "/api/v1/models" => forecasts::models, DATA_READERS;
         POST "/api/v1/meters/{id}/secret" => meters::new_secret, OPERATORS;
         POST "/api/v1/meters/{id}/commands" => meters::command, OPERATORS;
         GET "/api/v1/meters/{id}/certificates" => meters::certificates, OPERATORS;

@@ -218,6 +218,15 @@ metrics! {
     /// Raw files the ETL could not read (damaged), skipped and left in place.
     Counter ETL_UNREADABLE_FILES = "meterstack_etl_unreadable_files_total",
         "Raw files the ETL could not read (damaged), skipped and left in place";
+    /// Model trainings by the `ml` role, by `outcome` (`promoted`, `kept`, `no_data`, `error`).
+    Counter ML_TRAININGS = "meterstack_ml_trainings_total",
+        "Model trainings by the ml role, by outcome (promoted, kept, no_data, error)";
+    /// Forecast runs of the `ml` role, by `outcome` (`ok`, `no_model`, `error`).
+    Counter ML_FORECAST_RUNS = "meterstack_ml_forecast_runs_total",
+        "Forecast runs of the ml role, by outcome (ok, no_model, error)";
+    /// Forecast hours written to the SQL store (meters and totals).
+    Counter ML_FORECAST_ROWS = "meterstack_ml_forecast_rows_total",
+        "Forecast hours written to the SQL store (meters and totals)";
     /// SQL queries running now (gauge).
     Gauge QUERIES_RUNNING = "meterstack_queries_running",
         "SQL queries running now (gauge)";

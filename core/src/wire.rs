@@ -532,26 +532,55 @@ fn invalid(field: &str, expected: &str, got: &Value) -> Rejection {
     )
 }
 
+/// How a reading field's number is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// Any finite number (power, current).
+    Number,
+    /// A finite number that is not negative (registers, voltage).
+    NonNegative,
+}
+
+/// Checks one reading field's value as every input path does (the wire formats and history
+/// imports): finite, and not negative where the field cannot be.
+pub fn check_field(field: &str, x: f64, kind: FieldKind) -> Result<f64, Rejection> {
+    if !x.is_finite() {
+        return Err(Rejection::new(
+            RejectReason::InvalidField,
+            format!("`{field}` is {x}, expected a finite number"),
+        ));
+    }
+    if kind == FieldKind::NonNegative && x < 0.0 {
+        return Err(Rejection::new(
+            RejectReason::InvalidField,
+            format!("`{field}` is {x}, expected a value >= 0"),
+        ));
+    }
+    Ok(x)
+}
+
 /// An optional finite number.
 fn number(obj: &Map<String, Value>, field: &str) -> Result<Option<f64>, Rejection> {
+    checked(obj, field, FieldKind::Number)
+}
+
+fn checked(
+    obj: &Map<String, Value>,
+    field: &str,
+    kind: FieldKind,
+) -> Result<Option<f64>, Rejection> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_f64() {
-            Some(x) if x.is_finite() => Ok(Some(x)),
-            _ => Err(invalid(field, "a finite number", v)),
+            Some(x) => check_field(field, x, kind).map(Some),
+            None => Err(invalid(field, "a finite number", v)),
         },
     }
 }
 
 /// An optional finite number that is not negative.
 fn non_negative(obj: &Map<String, Value>, field: &str) -> Result<Option<f64>, Rejection> {
-    match number(obj, field)? {
-        Some(x) if x < 0.0 => Err(Rejection::new(
-            RejectReason::InvalidField,
-            format!("`{field}` is {x}, expected a value >= 0"),
-        )),
-        other => Ok(other),
-    }
+    checked(obj, field, FieldKind::NonNegative)
 }
 
 /// A cumulative register: an optional non-negative finite number of Wh.

@@ -5,12 +5,13 @@
 //! messages and readings with their reason under `raw/rejected/` ([`sink::raw`]); the trusted
 //! zone the [`etl`] derives from it with the pipeline's rules (`trusted/readings`,
 //! `readings_hourly`, `readings_daily`); and read-only, bounded SQL over all of them
-//! ([`query::Lake`]).
+//! ([`query::Lake`]). History from other systems enters the raw zone through [`import`].
 //!
 //! Storage is injected as an `Arc<dyn ObjectStore>` ([`store::LakeConfig::build`]: local disk
 //! or S3-compatible); object paths come only from [`paths::Table`].
 
 pub mod etl;
+pub mod import;
 pub mod paths;
 pub mod query;
 pub mod sink;

@@ -3,47 +3,29 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-use std::sync::Arc;
-
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use meterstack_core::store::meters::MeterClass;
 use meterstack_ml::backtest;
 use meterstack_ml::model::baseline::Baseline;
 use meterstack_ml::model::gbm::{Gbm, GbmConfig};
 use meterstack_ml::{Calendar, CalendarConfig, Forecaster, ModelKind, Series};
-use meterstack_sim::meter::Class;
-use meterstack_sim::{FaultConfig, FleetConfig, RunShape, build_fleet, offline};
+use meterstack_sim::{FleetConfig, RunShape, offline};
 
-/// `meters` simulated meters' hourly energy over `days` days from `start`.
+/// `meters` simulated meters' true hourly energy over `days` days from `start`.
 pub fn simulated(meters: usize, days: usize, start: &str, seed: u64) -> Vec<Series> {
     let start: DateTime<Utc> = start.parse().unwrap();
-    let shape = RunShape {
-        start,
-        dt: TimeDelta::minutes(15),
-        horizon: Some(TimeDelta::days(days as i64 + 1)),
-        seed,
-        faults: Arc::new(FaultConfig::none()),
-        buffer: 192,
-    };
+    let shape = RunShape::clean(start, days, seed);
     let fleet = FleetConfig {
         meters,
         ..FleetConfig::default()
     };
-    let site = fleet.site().unwrap();
-    let specs = build_fleet(&fleet, &shape).unwrap();
-    let meta: Vec<(String, Class)> = specs.iter().map(|s| (s.id.to_string(), s.class)).collect();
-    let energy = offline::hourly_energy(specs, &shape, site, days * 24);
-    let start_h = start.timestamp() / 3600;
-    meta.into_iter()
-        .zip(energy)
-        .map(|((id, class), values)| Series {
-            meter_id: id,
-            class: Some(match class {
-                Class::Household => MeterClass::Household,
-                Class::Prosumer => MeterClass::Prosumer,
-                Class::Commercial => MeterClass::Commercial,
-            }),
-            start: start_h,
+    offline::hourly_fleet(&fleet, &shape, days)
+        .unwrap()
+        .into_iter()
+        .map(|(meter_id, class, values)| Series {
+            meter_id,
+            class: Some(MeterClass::from(class)),
+            start: start.timestamp() / 3600,
             values,
         })
         .collect()

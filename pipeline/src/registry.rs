@@ -68,6 +68,11 @@ impl Registry {
         self.meters.get(meter_id)
     }
 
+    /// Every meter with its facts.
+    pub fn meters(&self) -> impl Iterator<Item = (&str, &MeterInfo)> {
+        self.meters.iter().map(|(id, m)| (id.as_str(), m))
+    }
+
     /// Meters registered on `feeder`.
     pub fn feeder_size(&self, feeder: &str) -> usize {
         self.feeder_sizes.get(feeder).copied().unwrap_or(0)

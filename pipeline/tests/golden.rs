@@ -4,7 +4,8 @@
 //! restarted from its checkpoint.
 //!
 //! `UPDATE_GOLDEN=1` re-records the stream from the simulator and the expectation from the
-//! pipeline; review the diff before committing it.
+//! pipeline; `UPDATE_GOLDEN=expected` re-records only the expectation from the same stream
+//! (after a rule change). Review the diff before committing it.
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
@@ -233,7 +234,7 @@ async fn drain(bus: &Arc<dyn Bus>, store: &SqlStore, state: &Arc<dyn ObjectStore
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_replay_is_identical_with_a_kill_in_the_middle() {
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v != "expected") {
         record_input();
     }
     // Uninterrupted.

@@ -153,3 +153,38 @@ pub fn hourly_energy(
     }
     energy
 }
+
+/// [`hourly_energy`] of the fleet `config` builds in a run of `shape` over `days` days, on
+/// every core: each meter's id, class and hourly energy.
+pub fn hourly_fleet(
+    config: &crate::FleetConfig,
+    shape: &RunShape,
+    days: usize,
+) -> Result<Vec<(String, crate::meter::Class, Vec<f64>)>, String> {
+    let site = config.site().map_err(|e| e.to_string())?;
+    let specs = crate::build_fleet(config, shape)?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = specs.len().div_ceil(threads).max(1);
+    let handles: Vec<_> = specs
+        .chunks(chunk)
+        .map(|c| {
+            let (c, shape) = (c.to_vec(), shape.clone());
+            std::thread::spawn(move || {
+                let meta: Vec<_> = c.iter().map(|s| (s.id.to_string(), s.class)).collect();
+                let energy = hourly_energy(c, &shape, site, days * 24);
+                meta.into_iter()
+                    .zip(energy)
+                    .map(|((id, class), e)| (id, class, e))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(specs.len());
+    for h in handles {
+        out.extend(
+            h.join()
+                .map_err(|_| "a simulator thread panicked".to_owned())?,
+        );
+    }
+    Ok(out)
+}

@@ -312,3 +312,118 @@ fn hostile_queries_are_refused_or_bounded_while_benign_ones_succeed() {
     assert!(!Path::new("/tmp/meterstack-stolen.csv").exists());
     assert!(ms.terminate().success());
 }
+
+/// `meterstack import readings`: a file with bad rows is refused whole (nothing written), or
+/// imported except those rows with `--skip-bad`, each bad row named by line; an interval file
+/// (gzip) becomes registers the ETL turns back into the same interval energies.
+#[test]
+fn history_imports_are_all_or_nothing_unless_bad_rows_are_skipped() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let run = |args: &[&str]| {
+        bin()
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .current_dir(dir)
+            .output()
+            .expect("meterstack runs")
+    };
+    let mut csv = String::from("meter_id,ts,import_wh,voltage_v\n");
+    for k in 0..96 {
+        let ts = 1_735_689_600_000i64 + k * 900_000;
+        csv.push_str(&format!("imp-1,{ts},{},230.5\n", 1000 + 100 * k));
+    }
+    csv.push_str("imp-1,not-a-time,5,230\n");
+    csv.push_str("imp-2,2025-01-01T00:15:00Z,-4,230\n");
+    std::fs::write(dir.join("registers.csv"), &csv).expect("write");
+
+    let out = run(&["import", "readings", "registers.csv"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "bad rows must refuse the file");
+    assert!(
+        stderr.contains("2 bad rows") && stderr.contains("line 98") && stderr.contains("line 99"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.join("data/lake/raw").exists(),
+        "nothing may be written"
+    );
+
+    let out = run(&[
+        "import",
+        "readings",
+        "registers.csv",
+        "--skip-bad",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (
+            report["rows"].as_u64(),
+            report["readings"].as_u64(),
+            report["bad_rows"].as_u64()
+        ),
+        (Some(98), Some(96), Some(2)),
+        "{report}"
+    );
+    assert_eq!(report["first_bad"][1]["line"], 99);
+
+    // Intervals, gzipped: 96 quarter hours of 25 Wh for one meter.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    writeln!(gz, "meter_id,interval_start,energy_wh").expect("gz");
+    for k in 0..96 {
+        let t = chrono::DateTime::from_timestamp(1_735_689_600 + k * 900, 0).expect("time");
+        writeln!(gz, "imp-3,{},25", t.to_rfc3339()).expect("gz");
+    }
+    std::fs::write(dir.join("intervals.csv.gz"), gz.finish().expect("gz")).expect("write");
+    let out = run(&["import", "readings", "intervals.csv.gz", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (report["form"].as_str(), report["readings"].as_u64()),
+        (Some("intervals"), Some(97)),
+        "{report}"
+    );
+
+    let out = run(&["etl"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&[
+        "sql",
+        "SELECT meter_id, count(*) AS n, sum(energy_wh) AS wh FROM readings GROUP BY meter_id ORDER BY meter_id",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(rows[0]["meter_id"], "imp-1");
+    assert_eq!(
+        (rows[0]["n"].as_u64(), rows[0]["wh"].as_f64()),
+        (Some(95), Some(9500.0)),
+        "{rows}"
+    );
+    assert_eq!(rows[1]["meter_id"], "imp-3");
+    assert_eq!(
+        (rows[1]["n"].as_u64(), rows[1]["wh"].as_f64()),
+        (Some(96), Some(2400.0)),
+        "{rows}"
+    );
+}

@@ -20,6 +20,7 @@ mod kafka;
 mod lake;
 mod live;
 mod malformed;
+mod ml;
 mod path;
 mod query;
 mod shutdown;

@@ -1,5 +1,6 @@
 //! The SQL store: the meter registry, meter credentials and connectivity, API keys,
-//! alerts with their lifecycle, and alert delivery (event feed, subscriptions, outbox).
+//! alerts with their lifecycle, alert delivery (event feed, subscriptions, outbox), and
+//! forecasts.
 //!
 //! One implementation over sqlx's `Any` driver: SQLite (default, a file in the data
 //! directory) or PostgreSQL (`store.url = "postgres://…"`), with the same migrations
@@ -8,6 +9,7 @@
 //! since the epoch and dates as ISO text, the types both databases share.
 
 pub mod alerts;
+pub mod forecasts;
 pub mod keys;
 pub mod meters;
 pub mod secret;

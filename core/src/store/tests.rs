@@ -63,6 +63,53 @@ macro_rules! suite {
             }
 
             #[tokio::test]
+            async fn forecasts_upsert_idempotently_and_newer_hours_replace_older() {
+                use super::super::forecasts::{ForecastHour, NewForecast, Subject};
+                let (_dir, store) = open().await;
+                let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-20T00:00:00Z").unwrap().with_timezone(&Utc);
+                let hours = |n: i64, base: f64| -> Vec<ForecastHour> {
+                    (0..n)
+                        .map(|h| ForecastHour {
+                            ts: t0 + TimeDelta::hours(h),
+                            p10: base,
+                            p50: base + 1.0,
+                            p90: base + 2.0,
+                        })
+                        .collect()
+                };
+                // More meters than one INSERT statement holds.
+                let mut batch: Vec<NewForecast> = (0..30)
+                    .map(|m| NewForecast { subject: Subject::Meter(format!("m{m:02}")), meters: 1, hours: hours(48, 10.0) })
+                    .collect();
+                batch.push(NewForecast { subject: Subject::Feeder("f-01".into()), meters: 30, hours: hours(48, 300.0) });
+                batch.push(NewForecast { subject: Subject::Fleet, meters: 30, hours: hours(48, 300.0) });
+                let made = t0 - TimeDelta::hours(1);
+                assert_eq!(store.upsert_forecasts(&batch, "v1", made).await.unwrap(), 32 * 48);
+                // The same write again changes nothing.
+                store.upsert_forecasts(&batch, "v1", made).await.unwrap();
+                let f = store.forecast(&Subject::Meter("m07".into()), t0, t0 + TimeDelta::hours(48)).await.unwrap().unwrap();
+                assert_eq!((f.hours.len(), f.model_version.as_str(), f.made_at, f.meters), (48, "v1", made, 1));
+                assert_eq!(f.hours[5], ForecastHour { ts: t0 + TimeDelta::hours(5), p10: 10.0, p50: 11.0, p90: 12.0 });
+                // A newer forecast from hour 24 on replaces those hours only.
+                let newer = vec![NewForecast {
+                    subject: Subject::Meter("m07".into()),
+                    meters: 1,
+                    hours: hours(48, 20.0).into_iter().skip(24).collect(),
+                }];
+                store.upsert_forecasts(&newer, "v2", t0 + TimeDelta::hours(23)).await.unwrap();
+                let f = store.forecast(&Subject::Meter("m07".into()), t0, t0 + TimeDelta::hours(48)).await.unwrap().unwrap();
+                assert_eq!((f.hours[23].p50, f.hours[24].p50, f.model_version.as_str()), (11.0, 21.0, "v2"));
+                let feeder = store.forecast(&Subject::Feeder("f-01".into()), t0, t0 + TimeDelta::hours(2)).await.unwrap().unwrap();
+                assert_eq!((feeder.hours.len(), feeder.meters), (2, 30));
+                assert!(store.forecast(&Subject::Fleet, t0 + TimeDelta::hours(48), t0 + TimeDelta::hours(60)).await.unwrap().is_none());
+                assert!(store.forecast(&Subject::Feeder("f-99".into()), t0, t0 + TimeDelta::hours(48)).await.unwrap().is_none());
+                // Not a number: refused, nothing written.
+                let bad = vec![NewForecast { subject: Subject::Meter("m99".into()), meters: 1, hours: vec![ForecastHour { ts: t0, p10: f64::NAN, p50: 1.0, p90: 2.0 }] }];
+                assert!(matches!(store.upsert_forecasts(&bad, "v3", t0).await, Err(StoreError::Invalid(_))));
+                assert!(store.forecast(&Subject::Meter("m99".into()), t0, t0 + TimeDelta::hours(1)).await.unwrap().is_none());
+            }
+
+            #[tokio::test]
             async fn meters_crud_paging_and_filters() {
                 let (_d, store) = open().await;
                 let fields = MeterFields {

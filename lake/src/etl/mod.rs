@@ -350,18 +350,26 @@ impl Etl {
                 continue;
             };
             let partitions = self.list(table, bookmark).await?;
+            // A raw reading file is retired only once it is restated: history imported or
+            // uploaded long after its date still reaches the trusted zone (the next run's
+            // restate reads it, then retention retires it).
+            let restated =
+                |f: &Path| table != Table::RawReadings || bookmark.files.contains(f.as_ref());
             let old: Vec<Path> = partitions
                 .iter()
                 .filter(|((date, _), _)| *date < cutoff)
                 .flat_map(|(_, files)| files.iter().map(|f| f.location.clone()))
+                .filter(|p| restated(p))
                 .collect();
             if old.is_empty() {
                 continue;
             }
             let dates: BTreeSet<NaiveDate> = partitions
-                .keys()
-                .filter(|(d, _)| *d < cutoff)
-                .map(|(d, _)| *d)
+                .iter()
+                .filter(|((d, _), files)| {
+                    *d < cutoff && files.iter().any(|f| restated(&f.location))
+                })
+                .map(|((d, _), _)| *d)
                 .collect();
             self.retire(&old, now, bookmark);
             metrics::counter!(m::ETL_PARTITIONS_EXPIRED, "table" => table.name())

@@ -213,11 +213,14 @@ impl Lake {
             ctx.register_table(table.name(), Arc::new(ListingTable::try_new(config)?))?;
         }
         if let Some(store) = &self.sql_store {
-            use store_tables::{Alerts, Meters, StoreTable};
+            use store_tables::{Alerts, Forecasts, Meters, StoreTable};
             let meters: Arc<dyn TableProvider> = Arc::new(StoreTable::<Meters>::new(store.clone()));
             ctx.register_table("meters", meters)?;
             let alerts: Arc<dyn TableProvider> = Arc::new(StoreTable::<Alerts>::new(store.clone()));
             ctx.register_table("alerts", alerts)?;
+            let forecasts: Arc<dyn TableProvider> =
+                Arc::new(StoreTable::<Forecasts>::new(store.clone()));
+            ctx.register_table("forecasts", forecasts)?;
         }
         Ok(ctx)
     }

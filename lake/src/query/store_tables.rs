@@ -1,5 +1,5 @@
-//! Tables over the SQL store, read whole at each query: `meters` (the registry) and `alerts`
-//! (the alert lifecycle). A [`StoreRows`] kind says how its rows page out of the store and
+//! Tables over the SQL store, read whole at each query: `meters` (the registry), `alerts`
+//! (the alert lifecycle) and `forecasts` (each meter's newest forecast per hour). A [`StoreRows`] kind says how its rows page out of the store and
 //! become one Arrow batch; [`StoreTable`] is the query engine's provider for any of them.
 
 use std::marker::PhantomData;
@@ -21,6 +21,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use meterstack_core::reading::timestamp_type;
 use meterstack_core::store::SqlStore;
 use meterstack_core::store::alerts::{AlertFilter, StoredAlert};
+use meterstack_core::store::forecasts::ForecastRow;
 use meterstack_core::store::meters::{Meter, MeterFilter};
 
 /// Rows one store request reads (the store pages them).
@@ -256,6 +257,55 @@ impl StoreRows for Alerts {
             text(|a| a.resolved_by.as_deref()),
             time(|a| a.resolved_at),
             evidence,
+        ];
+        Ok(RecordBatch::try_new(Self::columns(), columns)?)
+    }
+}
+
+/// `forecasts`: each meter's newest forecast per hour (`ts` = start of the hour, Wh).
+#[derive(Debug)]
+pub struct Forecasts;
+
+#[async_trait]
+impl StoreRows for Forecasts {
+    fn columns() -> SchemaRef {
+        let num = |n: &str| Field::new(n, DataType::Float64, false);
+        Arc::new(Schema::new(vec![
+            Field::new("meter_id", DataType::Utf8, false),
+            Field::new("ts", timestamp_type(), false),
+            num("p10"),
+            num("p50"),
+            num("p90"),
+            Field::new("model_version", DataType::Utf8, false),
+            Field::new("made_at", timestamp_type(), false),
+        ]))
+    }
+
+    async fn batch(store: &SqlStore) -> Result<RecordBatch> {
+        let rows = all_pages(
+            |after| async move { store.forecast_rows(after.as_deref(), PAGE).await },
+            ForecastRow::cursor,
+        )
+        .await?;
+        let num = |f: fn(&ForecastRow) -> f64| -> ArrayRef {
+            Arc::new(rows.iter().map(|r| Some(f(r))).collect::<Float64Array>())
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.meter_id.as_str()))
+                    .collect::<StringArray>(),
+            ),
+            utc_micros(rows.iter().map(|r| Some(r.hour.ts))),
+            num(|r| r.hour.p10),
+            num(|r| r.hour.p50),
+            num(|r| r.hour.p90),
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.model_version.as_str()))
+                    .collect::<StringArray>(),
+            ),
+            utc_micros(rows.iter().map(|r| Some(r.made_at))),
         ];
         Ok(RecordBatch::try_new(Self::columns(), columns)?)
     }

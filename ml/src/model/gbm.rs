@@ -1,7 +1,8 @@
 //! The learned global model: gradient-boosted trees (perpetual) over the features of
 //! [`crate::features`], one booster per quantile, trained with quantile (pinball) loss on
 //! energy relative to each meter's level and weighted by that level, so that the p50's loss is
-//! the absolute error in Wh.
+//! the absolute error in Wh. The boosters learn the correction to the 7-day same-hour median
+//! (see `anchor`), not the whole value.
 //!
 //! Training rows are (meter, origin, target hour) for every local midnight of the training
 //! window and the next `horizon` hours, sampled down to `max_rows`. When the window is long
@@ -21,12 +22,19 @@ use crate::series::{Hour, Series};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GbmConfig {
-    /// perpetual's budget: higher learns more (and takes longer). 1.0 measured best on the
-    /// simulated fleet (0.5 underfits; 1.5 and 2.0 scored worse, see BENCHMARKS.md).
+    /// perpetual's budget: higher learns more (and takes longer); its effect on accuracy is
+    /// not monotone (docs/BENCHMARKS.md).
     pub budget: f32,
+    /// At most this many boosting rounds per quantile (the budget usually stops sooner; on a
+    /// small frame it may not).
+    pub max_trees: usize,
+    /// Memory the learner may plan for, GB (it sizes its histogram arena from this; without
+    /// it, from the machine's free memory).
+    pub memory_gb: f32,
     /// At most this many training rows (sampled evenly across meters and days).
     pub max_rows: usize,
-    /// Hours ahead each origin trains for.
+    /// Hours ahead of each local midnight it trains for (inference forecasts up to 48 hours
+    /// from any hour of a day, from the midnight before it).
     pub horizon: usize,
     /// Days at the end of the window held back to calibrate the band.
     pub calibration_days: usize,
@@ -40,8 +48,10 @@ impl Default for GbmConfig {
     fn default() -> Self {
         Self {
             budget: 1.0,
+            max_trees: 100,
+            memory_gb: 1.0,
             max_rows: 300_000,
-            horizon: 48,
+            horizon: 72,
             calibration_days: 14,
             threads: 0,
             seed: 1,
@@ -78,6 +88,17 @@ fn draw(seed: u64, a: u64, b: i64) -> f64 {
     (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// What a row's target is learnt relative to: the 7-day same-hour median (relative to the
+/// level), else the 28-day same-hour median, else the level itself. Quantile loss moves a
+/// prediction by at most the learning rate per tree, so learning the correction to a good
+/// first guess — not the whole value — lets a business's 4× midday peak be reached.
+fn anchor(row: &[f64; WIDTH]) -> f64 {
+    [row[5], row[10]]
+        .into_iter()
+        .find(|v| v.is_finite())
+        .unwrap_or(1.0)
+}
+
 /// The rows of `origins` (those whose targets fall before `until`), each kept with
 /// probability `keep`.
 fn rows(
@@ -109,7 +130,7 @@ fn rows(
                 for (c, v) in out.columns.iter_mut().zip(row) {
                     c.push(v);
                 }
-                out.y.push(y / level);
+                out.y.push(y / level - anchor(&row));
                 out.weight.push(level);
             }
         }
@@ -184,15 +205,21 @@ impl Gbm {
         }
         let (data, n) = train.matrix();
         let matrix = Matrix::new(&data, n, WIDTH);
+        // Weights of mean 1: the learner's regularisation works on sums of weights, so their
+        // scale (Wh of the meters' levels) must not be.
+        let mean_weight = train.weight.iter().sum::<f64>() / n.max(1) as f64;
+        let weight: Vec<f64> = train.weight.iter().map(|w| w / mean_weight).collect();
         let threads = (config.threads > 0).then_some(config.threads);
         let mut boosters = Vec::with_capacity(3);
         for q in QUANTILES {
             let mut b = PerpetualBooster::default()
                 .set_objective(Objective::QuantileLoss { quantile: Some(q) })
                 .set_budget(config.budget)
+                .set_iteration_limit(Some(config.max_trees))
+                .set_memory_limit(Some(config.memory_gb))
                 .set_num_threads(threads)
                 .set_seed(config.seed);
-            b.fit(&matrix, &train.y, Some(&train.weight), None)
+            b.fit(&matrix, &train.y, Some(&weight), None)
                 .map_err(|e| ModelError::Training(e.to_string()))?;
             boosters.push(b);
         }
@@ -298,6 +325,7 @@ impl Forecaster for Gbm {
             .map(|_| Vec::with_capacity(series.len() * hours))
             .collect();
         let mut levels = Vec::with_capacity(series.len());
+        let mut anchors = Vec::with_capacity(series.len() * hours);
         let mut scratch = Vec::new();
         let mut row = [0.0; WIDTH];
         for s in series {
@@ -316,6 +344,7 @@ impl Forecaster for Gbm {
                 for (c, v) in columns.iter_mut().zip(row) {
                     c.push(v);
                 }
+                anchors.push(anchor(&row));
             }
         }
         let data = columns.concat();
@@ -337,7 +366,8 @@ impl Forecaster for Gbm {
                             p90: f64::NAN,
                         },
                         Some(l) => {
-                            let q = raw[i * hours + k];
+                            let a = anchors[i * hours + k];
+                            let q = raw[i * hours + k].map(|x| x + a);
                             let s = self.band_scale;
                             Quantiles {
                                 p10: (q[1] - s * (q[1] - q[0])) * l,

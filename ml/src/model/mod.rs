@@ -52,6 +52,7 @@ pub enum ModelKind {
     /// The same hour a week earlier.
     SeasonalNaive,
     /// The median of the last 7 days at the same hour.
+    #[serde(rename = "median_7d")]
     Median7d,
     /// Gradient-boosted quantile trees over the features.
     Gbm,

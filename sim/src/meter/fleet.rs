@@ -26,6 +26,16 @@ impl Class {
     }
 }
 
+impl From<Class> for meterstack_core::store::meters::MeterClass {
+    fn from(c: Class) -> Self {
+        match c {
+            Class::Household => Self::Household,
+            Class::Commercial => Self::Commercial,
+            Class::Prosumer => Self::Prosumer,
+        }
+    }
+}
+
 /// The fleet's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -131,6 +141,21 @@ pub struct RunShape {
     pub faults: Arc<FaultConfig>,
     /// Readings each meter keeps for resending.
     pub buffer: usize,
+}
+
+impl RunShape {
+    /// A run of `days` days of 15-minute readings from `start` without faults: a fleet's true
+    /// history (what forecasts are trained and scored on).
+    pub fn clean(start: DateTime<Utc>, days: usize, seed: u64) -> Self {
+        Self {
+            start,
+            dt: TimeDelta::minutes(15),
+            horizon: Some(TimeDelta::days(days as i64 + 1)),
+            seed,
+            faults: Arc::new(FaultConfig::none()),
+            buffer: 192,
+        }
+    }
 }
 
 /// Builds the fleet's meters (deterministic in `shape.seed`).

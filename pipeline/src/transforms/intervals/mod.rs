@@ -181,19 +181,22 @@ pub fn span(
         return (step, vec![(b_ts, interval)]);
     }
     let missing = (k - 1) as u32;
-    let powers: Vec<f64> = [a.power_w, b.power_w]
+    // The reading after the hole reports the power of its own interval, which may follow a
+    // restoration: what is left once that interval's share is taken out is compared with
+    // what the lower of the two reported powers predicts for the missing intervals (one end
+    // may catch a kettle or an oven; a household's load between such moments is far lower).
+    let hours = |n: i64| (n * dt) as f64 / 3.6e9;
+    let moved = (energy + export).max(0.0);
+    let last_share = b.power_w.map_or(0.0, |p| p.abs() * hours(1)).min(moved);
+    let expected = [a.power_w, b.power_w]
         .into_iter()
         .flatten()
         .map(f64::abs)
-        .collect();
-    let expected = if powers.is_empty() {
-        0.0
-    } else {
-        powers.iter().sum::<f64>() / powers.len() as f64 * (k * dt) as f64 / 3.6e9
-    };
+        .reduce(f64::min)
+        .map_or(0.0, |p| p * hours(k - 1));
     let outage = missing >= rules.outage_min_missing
         && expected >= 20.0
-        && energy + export <= rules.outage_max_share * expected;
+        && moved - last_share <= rules.outage_max_share * expected;
     let mut out = Vec::with_capacity(k as usize);
     if outage {
         let rule = Some(if rules.feeder_out {

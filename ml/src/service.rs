@@ -1,0 +1,211 @@
+//! The `ml` role: retrains on its schedule and forecasts after every ETL run.
+//!
+//! Every `ml.interval` it looks at the trusted zone's ETL bookmark. When the current model's
+//! training data ends more than `ml.retrain_after` before today's local midnight (or there is
+//! no model), it trains one on the data before that midnight and promotes it per `ml.promote`.
+//! When the bookmark changed since its last forecast (the ETL restated something), or a model
+//! became current, it forecasts every meter's next `ml.forecast_hours` into the SQL store.
+//! Failures are logged and counted; the next pass tries again. Run it in one process.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use meterstack_core::component::{BoxError, Component, Context};
+use meterstack_core::metrics as m;
+use meterstack_core::store::SqlStore;
+use meterstack_lake::query::{Lake, QueryConfig};
+use meterstack_pipeline::Registry;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::calendar::Calendar;
+use crate::config::MlConfig;
+use crate::registry::ModelRegistry;
+use crate::series::{hour_of, start_of};
+use crate::{MlError, inference, train};
+
+/// What the ETL writes when it finishes a run (its bookmark).
+const ETL_BOOKMARK: &str = "state/etl/bookmark.json";
+
+/// The `ml` role's component.
+pub struct Forecasting {
+    config: MlConfig,
+    lake: Lake,
+    objects: Arc<dyn ObjectStore>,
+    models: ModelRegistry,
+    store: SqlStore,
+    calendar: Calendar,
+    /// The bookmark's version at the last forecast, and the model it used.
+    last: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for Forecasting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forecasting")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MlConfig {
+    /// The `ml` role over the context's lake and SQL store, reading the trusted zone within
+    /// `query`'s bounds.
+    pub fn component(&self, query: &QueryConfig, ctx: &Context) -> Result<Forecasting, MlError> {
+        let calendar = Calendar::new(&self.calendar).map_err(MlError::Invalid)?;
+        let lake = Lake::new(ctx.objects.clone(), query.clone())
+            .map_err(|e| MlError::Invalid(e.to_string()))?;
+        Ok(Forecasting {
+            config: self.clone(),
+            lake,
+            objects: ctx.objects.clone(),
+            models: ModelRegistry::new(ctx.objects.clone()),
+            store: ctx.store.clone(),
+            calendar,
+            last: None,
+        })
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pass {
+    /// A model was trained (and whether it was promoted).
+    pub trained: Option<bool>,
+    /// Forecast rows written.
+    pub forecast_rows: Option<u64>,
+}
+
+impl Forecasting {
+    async fn bookmark_version(&self) -> Option<String> {
+        let head = self.objects.head(&Path::from(ETL_BOOKMARK)).await.ok()?;
+        Some(
+            head.e_tag
+                .unwrap_or_else(|| head.last_modified.to_rfc3339()),
+        )
+    }
+
+    /// One pass at `now`: retrain if due, forecast if the trusted zone or the model changed.
+    pub async fn pass(&mut self, now: DateTime<Utc>) -> Result<Pass, MlError> {
+        let mut pass = Pass::default();
+        let Some(bookmark) = self.bookmark_version().await else {
+            // No ETL run yet: nothing in the trusted zone.
+            return Ok(pass);
+        };
+        let registry = Registry::load(&self.store).await?;
+        let midnight = start_of(self.calendar.midnight(hour_of(now)));
+        let current = match self.models.current().await? {
+            Some(v) => Some(self.models.meta(&v).await?),
+            None => None,
+        };
+        let due = current.as_ref().is_none_or(|m| {
+            midnight - m.data_until
+                >= chrono::Duration::from_std(self.config.retrain_after).unwrap_or_default()
+        });
+        if due {
+            match train::frame(
+                &self.lake,
+                &registry,
+                midnight,
+                self.config.train_days,
+                None,
+                |_| {},
+            )
+            .await
+            {
+                Ok(series) => {
+                    let t = train::train(
+                        Arc::new(series),
+                        midnight,
+                        &self.calendar,
+                        &self.config,
+                        self.config.promote,
+                        &self.models,
+                    )
+                    .await;
+                    match t {
+                        Ok(t) => {
+                            let outcome = if t.promoted { "promoted" } else { "kept" };
+                            metrics::counter!(m::ML_TRAININGS, "outcome" => outcome).increment(1);
+                            info!(version = %t.meta.version, mae = ?t.mae, current_mae = ?t.current_mae, promoted = t.promoted, "trained a model");
+                            pass.trained = Some(t.promoted);
+                        }
+                        Err(
+                            MlError::NoData(why)
+                            | MlError::Model(crate::model::ModelError::NoData(why)),
+                        ) => {
+                            metrics::counter!(m::ML_TRAININGS, "outcome" => "no_data").increment(1);
+                            info!(%why, "not enough history to train yet");
+                        }
+                        Err(e) => {
+                            metrics::counter!(m::ML_TRAININGS, "outcome" => "error").increment(1);
+                            return Err(e);
+                        }
+                    }
+                }
+                Err(MlError::NoData(why)) => {
+                    metrics::counter!(m::ML_TRAININGS, "outcome" => "no_data").increment(1);
+                    info!(%why, "not enough history to train yet");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(version) = self.models.current().await? else {
+            metrics::counter!(m::ML_FORECAST_RUNS, "outcome" => "no_model").increment(1);
+            return Ok(pass);
+        };
+        let key = (bookmark, version.clone());
+        if self.last.as_ref() == Some(&key) {
+            return Ok(pass);
+        }
+        let (_, model) = self.models.load(&version).await?;
+        let (origin, _) = inference::origin(&self.calendar, now);
+        // The features look back at most 28 days.
+        let series =
+            train::frame(&self.lake, &registry, start_of(origin), 35, None, |_| {}).await?;
+        let (calendar, hours) = (self.calendar.clone(), self.config.forecast_hours);
+        let forecasts = tokio::task::spawn_blocking(move || {
+            inference::forecast(&model, &series, &registry, &calendar, now, hours, |_, _| {})
+        })
+        .await
+        .map_err(|e| MlError::Stopped(e.to_string()))?;
+        let rows = self
+            .store
+            .upsert_forecasts(&forecasts, &version, Utc::now())
+            .await?;
+        metrics::counter!(m::ML_FORECAST_RUNS, "outcome" => "ok").increment(1);
+        metrics::counter!(m::ML_FORECAST_ROWS).increment(rows);
+        info!(model = %version, subjects = forecasts.len(), rows, "forecasts written");
+        self.last = Some(key);
+        pass.forecast_rows = Some(rows);
+        Ok(pass)
+    }
+}
+
+#[async_trait]
+impl Component for Forecasting {
+    fn name(&self) -> &'static str {
+        "ml"
+    }
+
+    async fn run(mut self: Box<Self>, stop: CancellationToken) -> Result<(), BoxError> {
+        let mut ticker = tokio::time::interval(self.config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = ticker.tick() => {}
+            }
+            let pass = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                p = self.pass(Utc::now()) => p,
+            };
+            if let Err(e) = pass {
+                metrics::counter!(m::ML_FORECAST_RUNS, "outcome" => "error").increment(1);
+                warn!(error = %e, "ml pass failed; retrying at the next interval");
+            }
+        }
+    }
+}
