@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{bad_request, store_error};
+use crate::query::instant;
 use crate::{ApiError, AppState};
 
 /// Query of the forecast routes.
@@ -33,12 +34,6 @@ pub(crate) struct ForecastParams {
 
 /// The longest forecast one request may ask for.
 const MAX_HOURS: usize = 168;
-
-fn instant(name: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(v)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| bad_request(format!("`{name}` must be an RFC 3339 time, not {v:?}")))
-}
 
 fn items(hours: &[ForecastHour]) -> Vec<Value> {
     hours

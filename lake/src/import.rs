@@ -55,6 +55,9 @@ pub enum ImportError {
     /// Writing the raw zone failed.
     #[error(transparent)]
     Lake(#[from] crate::Error),
+    /// A worker of the import stopped before it finished.
+    #[error("the import stopped: {0}")]
+    Stopped(String),
 }
 
 /// A row that was not imported.
@@ -453,8 +456,7 @@ pub async fn import(
         let checked =
             tokio::task::spawn_blocking(move || pass(&path, &options, now, read, None)).await;
         ticker.abort();
-        let (_, _, bad, first) =
-            checked.map_err(|e| ImportError::Header(format!("the check stopped: {e}")))??;
+        let (_, _, bad, first) = checked.map_err(|e| ImportError::Stopped(e.to_string()))??;
         if bad > 0 {
             return Err(ImportError::BadRows { count: bad, first });
         }
@@ -474,7 +476,7 @@ pub async fn import(
                 if hours.bytes() >= opts.flush_bytes || (last && !hours.is_empty()) {
                     let files = std::mem::take(hours).encode()?;
                     tx.blocking_send(files)
-                        .map_err(|_| ImportError::Header("the writer stopped".into()))?;
+                        .map_err(|_| ImportError::Stopped("the writer stopped".into()))?;
                 }
                 Ok(())
             };
@@ -497,7 +499,7 @@ pub async fn import(
     ticker.abort();
     let (form, rows, bad, first, readings) = parser
         .await
-        .map_err(|e| ImportError::Header(format!("the import stopped: {e}")))??;
+        .map_err(|e| ImportError::Stopped(e.to_string()))??;
     (*progress)(size, size);
     let seconds = started.elapsed().as_secs_f64();
     Ok(ImportReport {

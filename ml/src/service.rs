@@ -105,51 +105,36 @@ impl Forecasting {
                 >= chrono::Duration::from_std(self.config.retrain_after).unwrap_or_default()
         });
         if due {
-            match train::frame(
-                &self.lake,
-                &registry,
-                midnight,
-                self.config.train_days,
-                None,
-                |_| {},
-            )
-            .await
-            {
-                Ok(series) => {
-                    let t = train::train(
-                        Arc::new(series),
-                        midnight,
-                        &self.calendar,
-                        &self.config,
-                        self.config.promote,
-                        &self.models,
-                    )
-                    .await;
-                    match t {
-                        Ok(t) => {
-                            let outcome = if t.promoted { "promoted" } else { "kept" };
-                            metrics::counter!(m::ML_TRAININGS, "outcome" => outcome).increment(1);
-                            info!(version = %t.meta.version, mae = ?t.mae, current_mae = ?t.current_mae, promoted = t.promoted, "trained a model");
-                            pass.trained = Some(t.promoted);
-                        }
-                        Err(
-                            MlError::NoData(why)
-                            | MlError::Model(crate::model::ModelError::NoData(why)),
-                        ) => {
-                            metrics::counter!(m::ML_TRAININGS, "outcome" => "no_data").increment(1);
-                            info!(%why, "not enough history to train yet");
-                        }
-                        Err(e) => {
-                            metrics::counter!(m::ML_TRAININGS, "outcome" => "error").increment(1);
-                            return Err(e);
-                        }
-                    }
+            let trained = async {
+                let frame = train::frame(
+                    &self.lake,
+                    &registry,
+                    midnight,
+                    self.config.train_days,
+                    None,
+                    |_| {},
+                );
+                let series = Arc::new(frame.await?);
+                let c = &self.config;
+                train::train(series, midnight, &self.calendar, c, c.promote, &self.models).await
+            };
+            match trained.await {
+                Ok(t) => {
+                    let outcome = if t.promoted { "promoted" } else { "kept" };
+                    metrics::counter!(m::ML_TRAININGS, "outcome" => outcome).increment(1);
+                    info!(version = %t.meta.version, mae = ?t.mae, current_mae = ?t.current_mae, promoted = t.promoted, "trained a model");
+                    pass.trained = Some(t.promoted);
                 }
-                Err(MlError::NoData(why)) => {
+                Err(
+                    MlError::NoData(why) | MlError::Model(crate::model::ModelError::NoData(why)),
+                ) => {
                     metrics::counter!(m::ML_TRAININGS, "outcome" => "no_data").increment(1);
                     info!(%why, "not enough history to train yet");
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    metrics::counter!(m::ML_TRAININGS, "outcome" => "error").increment(1);
+                    return Err(e);
+                }
             }
         }
         let Some(version) = self.models.current().await? else {

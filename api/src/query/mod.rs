@@ -278,7 +278,8 @@ pub struct ReadingsParams {
     format: Option<String>,
 }
 
-fn instant(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
+/// A query-string instant: RFC 3339, or a date (its UTC midnight).
+pub(crate) fn instant(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(value)
         .map(|t| t.with_timezone(&Utc))
         .or_else(|_| {
