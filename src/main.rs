@@ -158,7 +158,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => {
             let config = Config::load(&cli.overrides)?;
             telemetry::init_logging("warn");
-            eval::run(&args, &config.pipeline)
+            eval::run(&args, &config.pipeline, &config.ml)
         }
         Command::Etl(args) => {
             let config = Config::load(&cli.overrides)?;

@@ -237,6 +237,7 @@ pub(crate) async fn ml(command: MlCommand, config: &Config) -> anyhow::Result<()
                     bar.set_length(total as u64);
                     bar.set_position(done as u64);
                 },
+                |_, _| {},
             );
             bar.finish_and_clear();
             let rows = c

@@ -227,6 +227,10 @@ metrics! {
     /// Forecast hours written to the SQL store (meters and totals).
     Counter ML_FORECAST_ROWS = "meterstack_ml_forecast_rows_total",
         "Forecast hours written to the SQL store (meters and totals)";
+    /// Forecast-deviation alert events the `ml` role published, by `event` (`opened`,
+    /// `resolved`).
+    Counter ML_DEVIATION_EVENTS = "meterstack_ml_deviation_events_total",
+        "Forecast-deviation alert events the ml role published, by event (opened, resolved)";
     /// SQL queries running now (gauge).
     Gauge QUERIES_RUNNING = "meterstack_queries_running",
         "SQL queries running now (gauge)";

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::calendar::CalendarConfig;
+use crate::deviation::DeviationConfig;
 use crate::model::gbm::GbmConfig;
 
 /// When a newly trained model becomes current.
@@ -59,6 +60,8 @@ pub struct MlConfig {
     pub calendar: CalendarConfig,
     /// The learner.
     pub gbm: GbmConfig,
+    /// Alerts on consumption outside the forecast band.
+    pub deviation: DeviationConfig,
 }
 
 impl Default for MlConfig {
@@ -72,6 +75,7 @@ impl Default for MlConfig {
             retrain_after: Duration::from_secs(86_400),
             calendar: CalendarConfig::default(),
             gbm: GbmConfig::default(),
+            deviation: DeviationConfig::default(),
         }
     }
 }
@@ -80,6 +84,7 @@ impl MlConfig {
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), String> {
         crate::calendar::Calendar::new(&self.calendar)?;
+        self.deviation.validate()?;
         if self.interval.is_zero() {
             return Err("ml.interval must be positive".into());
         }

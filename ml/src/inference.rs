@@ -76,7 +76,9 @@ impl Total {
 }
 
 /// Forecasts `hours` hours from `at` for every meter of `series` that has enough history,
-/// with feeder (from `registry`) and fleet totals.
+/// with feeder (from `registry`) and fleet totals. `past` is handed each such meter's forecast
+/// of the hours between the origin and `at` (today's hours so far, forecast from midnight).
+#[allow(clippy::too_many_arguments)]
 pub fn forecast(
     model: &dyn Forecaster,
     series: &[Series],
@@ -85,6 +87,7 @@ pub fn forecast(
     at: DateTime<Utc>,
     hours: usize,
     mut progress: impl FnMut(usize, usize),
+    mut past: impl FnMut(&Series, &[Quantiles]),
 ) -> Vec<NewForecast> {
     let (origin, first) = origin(calendar, at);
     let skip = (first - origin) as usize;
@@ -95,10 +98,11 @@ pub fn forecast(
         let refs: Vec<&Series> = chunk.iter().collect();
         let predicted = model.predict(&refs, origin, skip + hours, calendar);
         for (s, q) in chunk.iter().zip(predicted) {
-            let q = &q[skip..];
+            let (before, q) = q.split_at(skip);
             if q.iter().any(|q| !q.p50.is_finite()) {
                 continue;
             }
+            past(s, before);
             fleet.add(q);
             if let Some(feeder) = registry.get(&s.meter_id).and_then(|m| m.feeder.clone()) {
                 feeders.entry(feeder).or_default().add(q);

@@ -12,12 +12,15 @@
 //!   `ml` role).
 //! - [`inference`]: every meter's next hours from the current model, with feeder and fleet
 //!   totals, into the SQL store.
-//! - [`service`]: the `ml` role (retrain on schedule, forecast after each ETL run).
+//! - [`deviation`]: hours outside the forecast band → `consumption_forecast_deviation` alerts.
+//! - [`service`]: the `ml` role (retrain on schedule, forecast and check deviations after each
+//!   ETL run).
 //! - [`config`]: the `ml` section of meterstack.toml.
 
 pub mod backtest;
 pub mod calendar;
 pub mod config;
+pub mod deviation;
 pub mod features;
 pub mod inference;
 pub mod model;
@@ -59,4 +62,7 @@ pub enum MlError {
     /// The SQL store failed.
     #[error(transparent)]
     Store(#[from] meterstack_core::store::StoreError),
+    /// Publishing alerts failed.
+    #[error("publishing alerts: {0}")]
+    Bus(#[from] meterstack_core::bus::Error),
 }

@@ -4,16 +4,23 @@
 //! training data ends more than `ml.retrain_after` before today's local midnight (or there is
 //! no model), it trains one on the data before that midnight and promotes it per `ml.promote`.
 //! When the bookmark changed since its last forecast (the ETL restated something), or a model
-//! became current, it forecasts every meter's next `ml.forecast_hours` into the SQL store.
-//! Failures are logged and counted; the next pass tries again. Run it in one process.
+//! became current, it forecasts every meter's next `ml.forecast_hours` into the SQL store, and
+//! checks today's hours so far against their forecast from midnight: stretches outside the
+//! band open and resolve `consumption_forecast_deviation` alerts on the `alerts` topic
+//! ([`crate::deviation`]). Failures are logged and counted; the next pass tries again. Run it
+//! in one process.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use meterstack_core::bus::{Bus, Record};
 use meterstack_core::component::{BoxError, Component, Context};
 use meterstack_core::metrics as m;
+use meterstack_core::records::AlertType;
 use meterstack_core::store::SqlStore;
+use meterstack_core::store::alerts::{AlertFilter, AlertState};
 use meterstack_lake::query::{Lake, QueryConfig};
 use meterstack_pipeline::Registry;
 use object_store::path::Path;
@@ -23,8 +30,9 @@ use tracing::{info, warn};
 
 use crate::calendar::Calendar;
 use crate::config::MlConfig;
+use crate::deviation::{self, Active, Direction};
 use crate::registry::ModelRegistry;
-use crate::series::{hour_of, start_of};
+use crate::series::{Hour, hour_of, start_of};
 use crate::{MlError, inference, train};
 
 /// What the ETL writes when it finishes a run (its bookmark).
@@ -38,6 +46,8 @@ pub struct Forecasting {
     models: ModelRegistry,
     store: SqlStore,
     calendar: Calendar,
+    /// The bus and the `alerts` topic deviation alerts go to (`None`: no alerts).
+    alerts: Option<(Arc<dyn Bus>, String)>,
     /// The bookmark's version at the last forecast, and the model it used.
     last: Option<(String, String)>,
 }
@@ -57,7 +67,16 @@ impl MlConfig {
         let calendar = Calendar::new(&self.calendar).map_err(MlError::Invalid)?;
         let lake = Lake::new(ctx.objects.clone(), query.clone())
             .map_err(|e| MlError::Invalid(e.to_string()))?;
+        let alerts = match (&ctx.bus, self.deviation.enabled) {
+            (Some(bus), true) => Some((bus.clone(), ctx.topics.alerts.clone())),
+            (None, true) => {
+                warn!("the ml role has no bus here: forecast-deviation alerts are off");
+                None
+            }
+            (_, false) => None,
+        };
         Ok(Forecasting {
+            alerts,
             config: self.clone(),
             lake,
             objects: ctx.objects.clone(),
@@ -79,6 +98,40 @@ pub struct Pass {
 }
 
 impl Forecasting {
+    /// Each meter's active (open or acknowledged) deviation alert.
+    async fn active_deviations(&self) -> Result<HashMap<String, Active>, MlError> {
+        const PAGE: u32 = 1000;
+        let mut out = HashMap::new();
+        for state in [AlertState::Open, AlertState::Acknowledged] {
+            let mut after = None;
+            loop {
+                let filter = AlertFilter {
+                    state: Some(state),
+                    alert_type: Some(AlertType::ConsumptionForecastDeviation.name().into()),
+                    limit: Some(PAGE),
+                    after: after.take(),
+                    ..AlertFilter::default()
+                };
+                let page = self.store.list_alerts(&filter).await?;
+                for a in &page {
+                    if let Some(meter) = &a.meter_id {
+                        let active = Active {
+                            alert_id: a.alert_id.clone(),
+                            start: a.start,
+                            direction: Direction::of(&a.evidence),
+                        };
+                        out.insert(meter.clone(), active);
+                    }
+                }
+                if page.len() < PAGE as usize {
+                    break;
+                }
+                after = page.last().map(|a| a.alert_id.clone());
+            }
+        }
+        Ok(out)
+    }
+
     async fn bookmark_version(&self) -> Option<String> {
         let head = self.objects.head(&Path::from(ETL_BOOKMARK)).await.ok()?;
         Some(
@@ -147,12 +200,54 @@ impl Forecasting {
         }
         let (_, model) = self.models.load(&version).await?;
         let (origin, _) = inference::origin(&self.calendar, now);
-        // The features look back at most 28 days.
-        let series =
-            train::frame(&self.lake, &registry, start_of(origin), 35, None, |_| {}).await?;
+        // The features look back at most 28 days before the origin; the hours since it are
+        // what the deviation check compares with their forecast.
+        let until = start_of(hour_of(now) + 1);
+        let series = train::frame(&self.lake, &registry, until, 36, None, |_| {}).await?;
+        let active = match self.alerts {
+            Some(_) => self.active_deviations().await?,
+            None => HashMap::new(),
+        };
+        let check = self.alerts.is_some();
         let (calendar, hours) = (self.calendar.clone(), self.config.forecast_hours);
-        let forecasts = tokio::task::spawn_blocking(move || {
-            inference::forecast(&model, &series, &registry, &calendar, now, hours, |_, _| {})
+        let (deviation, model_version) = (self.config.deviation.clone(), version.clone());
+        let (forecasts, alerts) = tokio::task::spawn_blocking(move || {
+            let mut alerts = Vec::new();
+            let at = Utc::now();
+            let forecasts = inference::forecast(
+                &model,
+                &series,
+                &registry,
+                &calendar,
+                now,
+                hours,
+                |_, _| {},
+                |s, band| {
+                    if !check {
+                        return;
+                    }
+                    let hours_from = |from: Hour| -> Vec<f64> {
+                        (0..band.len()).map(|k| s.at(from + k as Hour)).collect()
+                    };
+                    let (actual, week_before) = (hours_from(origin), hours_from(origin - 7 * 24));
+                    let who = deviation::Subject {
+                        meter_id: &s.meter_id,
+                        feeder: registry.get(&s.meter_id).and_then(|m| m.feeder.as_deref()),
+                        model_version: &model_version,
+                        at,
+                    };
+                    alerts.extend(deviation::check(
+                        who,
+                        origin,
+                        &actual,
+                        band,
+                        &week_before,
+                        active.get(&s.meter_id),
+                        &deviation,
+                    ));
+                },
+            );
+            (forecasts, alerts)
         })
         .await
         .map_err(|e| MlError::Stopped(e.to_string()))?;
@@ -163,6 +258,22 @@ impl Forecasting {
         metrics::counter!(m::ML_FORECAST_RUNS, "outcome" => "ok").increment(1);
         metrics::counter!(m::ML_FORECAST_ROWS).increment(rows);
         info!(model = %version, subjects = forecasts.len(), rows, "forecasts written");
+        if let Some((bus, topic)) = &self.alerts
+            && !alerts.is_empty()
+        {
+            let records = alerts
+                .iter()
+                .filter_map(|a| Record::json(a.subject().unwrap_or_default().to_owned(), a))
+                .collect();
+            bus.append(topic, records).await?;
+            for a in &alerts {
+                metrics::counter!(m::ML_DEVIATION_EVENTS, "event" => a.event.name()).increment(1);
+            }
+            info!(
+                events = alerts.len(),
+                "forecast-deviation alert events published"
+            );
+        }
         self.last = Some(key);
         pass.forecast_rows = Some(rows);
         Ok(pass)

@@ -146,17 +146,9 @@ impl PipelineConfig {
 }
 
 fn records<T: Serialize>(items: &[T], key: impl Fn(&T) -> String) -> Vec<Record> {
-    let now = Utc::now();
     items
         .iter()
-        .filter_map(|item| {
-            Some(Record {
-                key: key(item),
-                value: Bytes::from(serde_json::to_vec(item).ok()?),
-                timestamp: now,
-                headers: Vec::new(),
-            })
-        })
+        .filter_map(|item| Record::json(key(item), item))
         .collect()
 }
 
@@ -311,12 +303,7 @@ fn output_records(t: &TopicNames, out: Outputs) -> Vec<(String, Vec<Record>)> {
         ),
         (
             &t.alerts,
-            records(&out.alerts, |a| {
-                a.meter_id
-                    .clone()
-                    .or_else(|| a.feeder.clone())
-                    .unwrap_or_default()
-            }),
+            records(&out.alerts, |a| a.subject().unwrap_or_default().to_owned()),
         ),
         (&t.meter_commands, commands),
     ]

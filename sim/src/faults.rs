@@ -51,11 +51,16 @@ pub enum FaultType {
     FeederOutage,
     /// The meter's connection is down; it keeps measuring and backfills after reconnecting.
     ConnectionDrop,
+    /// Part of the load bypasses the meter (theft): it measures `measured_share` of it, for
+    /// days.
+    Bypass,
+    /// An appliance left running: `extra_w` more load for hours.
+    ApplianceLeftOn,
 }
 
 impl FaultType {
     /// Every type.
-    pub const ALL: [FaultType; 16] = [
+    pub const ALL: [FaultType; 18] = [
         FaultType::Gap,
         FaultType::Duplicate,
         FaultType::OutOfOrder,
@@ -72,6 +77,8 @@ impl FaultType {
         FaultType::MeterOutage,
         FaultType::FeederOutage,
         FaultType::ConnectionDrop,
+        FaultType::Bypass,
+        FaultType::ApplianceLeftOn,
     ];
 
     /// The snake_case name used in labels and config.
@@ -93,6 +100,8 @@ impl FaultType {
             FaultType::MeterOutage => "meter_outage",
             FaultType::FeederOutage => "feeder_outage",
             FaultType::ConnectionDrop => "connection_drop",
+            FaultType::Bypass => "bypass",
+            FaultType::ApplianceLeftOn => "appliance_left_on",
         }
     }
 
@@ -109,6 +118,12 @@ impl FaultType {
         )
     }
 
+    /// Faults of the load itself (what the home consumes or the meter sees of it), lasting
+    /// hours to days: planned from their own random stream and overlapping any other fault.
+    pub fn of_the_load(self) -> bool {
+        matches!(self, FaultType::Bypass | FaultType::ApplianceLeftOn)
+    }
+
     /// Default rate: expected events per meter-day (per feeder-day for feeder outages).
     pub fn default_rate(self) -> f64 {
         match self {
@@ -117,7 +132,8 @@ impl FaultType {
             FaultType::Late | FaultType::Spike | FaultType::VoltageSag => 0.01,
             FaultType::ClockSkew | FaultType::VoltageSwell | FaultType::MeterOutage => 0.005,
             FaultType::FrozenRegister => 0.003,
-            FaultType::ReverseFlow => 0.002,
+            FaultType::ReverseFlow | FaultType::ApplianceLeftOn => 0.002,
+            FaultType::Bypass => 0.0005,
             FaultType::FeederOutage => 0.01,
             FaultType::RegisterRollover | FaultType::MeterExchange | FaultType::RegisterReset => {
                 0.001
@@ -266,7 +282,54 @@ fn draw_shape(kind: FaultType, rng: &mut StdRng, dt: TimeDelta) -> (i64, f64) {
         FaultType::RegisterRollover | FaultType::MeterExchange | FaultType::RegisterReset => {
             (1, 0.0)
         }
+        // The measured share of the load, for 2–6 days.
+        FaultType::Bypass => (
+            per_hour * 24 * rng.random_range(2..=6),
+            (rng.random_range(0.25..0.6_f64) * 100.0).round() / 100.0,
+        ),
+        // A heater or pump of 1–2.5 kW, for 8–36 hours.
+        FaultType::ApplianceLeftOn => (
+            per_hour * rng.random_range(8..=36),
+            (rng.random_range(1000.0..2500.0_f64) / 50.0).round() * 50.0,
+        ),
     }
+}
+
+/// Load faults ([`FaultType::of_the_load`]) of meter `meter` beginning on the day starting at
+/// `day_start`: a pure function of the seed, the meter and the day, so they change no other
+/// fault's plan. Ones whose end would pass `not_after` are not planned.
+pub(crate) fn load_faults(
+    config: &FaultConfig,
+    seed: u64,
+    meter: u64,
+    day_start: DateTime<Utc>,
+    dt: TimeDelta,
+    not_after: Option<DateTime<Utc>>,
+) -> Vec<Planned> {
+    let day = day_start.timestamp().div_euclid(86_400);
+    let mut rng = StdRng::seed_from_u64(
+        seed ^ 0x10AD_0000_0000_0000
+            ^ meter.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (day as u64).rotate_left(24),
+    );
+    let steps = (86_400 / dt.num_seconds().max(1)).max(1);
+    let mut out = Vec::new();
+    for kind in [FaultType::Bypass, FaultType::ApplianceLeftOn] {
+        for _ in 0..draw_count(&mut rng, config.rate(kind)) {
+            let (len, value) = draw_shape(kind, &mut rng, dt);
+            let start = day_start + dt * rng.random_range(0..steps) as i32;
+            let end = start + dt * len as i32;
+            if not_after.is_none_or(|limit| end <= limit) {
+                out.push(Planned {
+                    kind,
+                    start,
+                    end,
+                    value,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Outages of feeder `feeder` on the day starting at `day_start` (a pure function, so every
@@ -326,7 +389,7 @@ pub(crate) fn plan_day(
     let steps = (86_400 / dt.num_seconds().max(1)).max(1);
     let mut out: Vec<Planned> = Vec::new();
     for kind in FaultType::ALL {
-        if kind.once_in_a_life() || kind == FaultType::FeederOutage {
+        if kind.once_in_a_life() || kind.of_the_load() || kind == FaultType::FeederOutage {
             continue;
         }
         if kind == FaultType::ReverseFlow && !import_only {

@@ -112,19 +112,35 @@ pub fn findings(out: Outputs<'_>, dt: TimeDelta, into: &mut Vec<Finding>) {
             push(FaultType::MeterOutage, &w.meter_id, w.end, w.end);
         }
     }
-    for a in out.alerts.iter().filter(|a| a.event == AlertEvent::Opened) {
+    for a in out.alerts {
         let kind = match a.kind {
             AlertType::VoltageSag => FaultType::VoltageSag,
             AlertType::VoltageSwell => FaultType::VoltageSwell,
             AlertType::ReverseFlow => FaultType::ReverseFlow,
             AlertType::FeederOutage => FaultType::FeederOutage,
+            // Less than forecast: a bypass; more: an appliance left on.
+            AlertType::ConsumptionForecastDeviation => match a.evidence["direction"].as_str() {
+                Some("under") => FaultType::Bypass,
+                Some("over") => FaultType::ApplianceLeftOn,
+                _ => continue,
+            },
             _ => continue,
         };
         let subject = match kind {
             FaultType::FeederOutage => a.feeder.as_deref().unwrap_or_default(),
             _ => a.meter_id.as_deref().unwrap_or_default(),
         };
-        push(kind, subject, a.start, a.start);
+        match (a.event, a.kind, a.end) {
+            // Deviations are found on whole hours: the first hour, then the stretch.
+            (AlertEvent::Opened, AlertType::ConsumptionForecastDeviation, _) => {
+                push(kind, subject, a.start, a.start + TimeDelta::hours(1));
+            }
+            (AlertEvent::Resolved, AlertType::ConsumptionForecastDeviation, Some(end)) => {
+                push(kind, subject, a.start, end);
+            }
+            (AlertEvent::Opened, ..) => push(kind, subject, a.start, a.start),
+            _ => {}
+        }
     }
 }
 

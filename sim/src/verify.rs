@@ -204,6 +204,36 @@ pub fn check(
                     }
                 }
             }
+            FaultType::Bypass => {
+                // The register grows slower than over the day before (when it was read then).
+                let end = label.end.min(last);
+                let before = growth_per_hour(data, label.start - TimeDelta::days(1), label.start);
+                let during = growth_per_hour(data, label.start, end);
+                if let (Some(b), Some(d)) = (before, during)
+                    && b > 50.0
+                    && d > b * 0.9
+                {
+                    fail(format!("{d:.0} Wh/h measured, {b:.0} Wh/h the day before"));
+                }
+            }
+            FaultType::ApplianceLeftOn => {
+                // The median power stays above what the appliance alone draws (readings that
+                // export are left out: solar power may offset it by day; a skewed clock moves
+                // timestamps off the grid).
+                let extra = param("extra_w");
+                let mut powers: Vec<f64> = data
+                    .range(label.start..label.end)
+                    .filter_map(|(_, v)| v.first().and_then(|r| r.0.power_w))
+                    .filter(|p| *p >= 0.0)
+                    .collect();
+                powers.sort_by(f64::total_cmp);
+                if let Some(median) = powers.get(powers.len() / 2)
+                    && powers.len() >= 4
+                    && *median < extra * 0.9
+                {
+                    fail(format!("median power {median} W, appliance {extra} W"));
+                }
+            }
             FaultType::ConnectionDrop => {
                 if let Some(t) = window.iter().find(|t| !data.contains_key(t)) {
                     fail(format!("no reading at {t}: the meter did not backfill"));
@@ -222,4 +252,20 @@ pub fn check(
         }
     }
     errors
+}
+
+/// How fast the import register grew between its readings at `from` and `to`, Wh per hour
+/// (`None` without both readings, or if it did not grow monotonically in between).
+fn growth_per_hour(data: &ByTs<'_>, from: DateTime<Utc>, to: DateTime<Utc>) -> Option<f64> {
+    let span: Vec<f64> = data
+        .range(from..=to)
+        .filter_map(|(_, v)| v.first().map(|r| r.0.import_wh))
+        .collect();
+    let (first, last) = (*span.first()?, *span.last()?);
+    let hours = (to - from).num_seconds() as f64 / 3600.0;
+    (span.windows(2).all(|w| w[1] >= w[0])
+        && hours > 0.0
+        && data.contains_key(&from)
+        && data.contains_key(&to))
+    .then(|| (last - first) / hours)
 }

@@ -129,6 +129,7 @@ pub(crate) fn run(
         at,
         48,
         |_, _| {},
+        |_, _| {},
     );
     let inference_s = t.elapsed().as_secs_f64();
     Ok(json!({

@@ -223,6 +223,17 @@ fn up_trains_on_backfilled_history_and_serves_forecasts() {
     assert_eq!(feeder["items"].as_array().map(Vec::len), Some(24));
     assert!(feeder["meters"].as_u64().unwrap_or(0) > 1, "{feeder}");
 
+    // Each forecast pass also checks today's hours against their band; the alert type is one
+    // of the store's (eval scores what it finds: tests/integration/eval.rs).
+    let (status, list) = ms.admin(
+        "GET",
+        "/api/v1/alerts?type=consumption_forecast_deviation",
+        None,
+    );
+    assert_eq!(status, 200, "{list}");
+    let runs = ms.metric("meterstack_ml_forecast_runs_total{outcome=\"ok\"}");
+    assert!(runs >= 1.0, "{runs}");
+
     let rows = ms.rows("SELECT count(DISTINCT meter_id) AS meters FROM forecasts");
     assert!(rows[0]["meters"].as_u64().unwrap_or(0) >= 10, "{rows:?}");
 

@@ -56,6 +56,17 @@ pub struct Record {
 }
 
 impl Record {
+    /// A record of `value` as JSON under `key`, stamped now (`None` if it cannot be
+    /// serialized).
+    pub fn json<T: serde::Serialize>(key: String, value: &T) -> Option<Self> {
+        Some(Self {
+            key,
+            value: Bytes::from(serde_json::to_vec(value).ok()?),
+            timestamp: Utc::now(),
+            headers: Vec::new(),
+        })
+    }
+
     /// The value of header `name`, if present.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -30,11 +30,13 @@ pub enum AlertType {
     RegisterReset,
     /// Consumption far outside the meter's own normal for the hour of week.
     ConsumptionAnomaly,
+    /// Hourly consumption stayed outside the forecast's p10–p90 band (the `ml` role).
+    ConsumptionForecastDeviation,
 }
 
 impl AlertType {
     /// Every type.
-    pub const ALL: [AlertType; 10] = [
+    pub const ALL: [AlertType; 11] = [
         AlertType::VoltageSag,
         AlertType::VoltageSwell,
         AlertType::ZeroConsumption,
@@ -45,6 +47,7 @@ impl AlertType {
         AlertType::FeederOutage,
         AlertType::RegisterReset,
         AlertType::ConsumptionAnomaly,
+        AlertType::ConsumptionForecastDeviation,
     ];
 
     /// The snake_case name.
@@ -60,6 +63,7 @@ impl AlertType {
             AlertType::FeederOutage => "feeder_outage",
             AlertType::RegisterReset => "register_reset",
             AlertType::ConsumptionAnomaly => "consumption_anomaly",
+            AlertType::ConsumptionForecastDeviation => "consumption_forecast_deviation",
         }
     }
 
@@ -74,7 +78,8 @@ impl AlertType {
             AlertType::ConsumptionSpike
             | AlertType::FrozenRegister
             | AlertType::MeterSilent
-            | AlertType::ZeroConsumption => Severity::Minor,
+            | AlertType::ZeroConsumption
+            | AlertType::ConsumptionForecastDeviation => Severity::Minor,
             AlertType::ConsumptionAnomaly => Severity::Warning,
         }
     }
@@ -83,6 +88,12 @@ impl AlertType {
     /// operator must look at; it stays open until acknowledged and resolved).
     pub fn auto_resolves(self) -> bool {
         self != AlertType::RegisterReset
+    }
+
+    /// The stable id of an alert of this type about `who` (a meter id, `feeder-<name>` or
+    /// `fleet`) whose condition began at `start`.
+    pub fn alert_id(self, who: &str, start: DateTime<Utc>) -> String {
+        format!("{}:{who}:{}", self.name(), start.format("%Y%m%dT%H%M%SZ"))
     }
 }
 
@@ -94,6 +105,16 @@ pub enum AlertEvent {
     Opened,
     /// The condition cleared.
     Resolved,
+}
+
+impl AlertEvent {
+    /// The snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Opened => "opened",
+            Self::Resolved => "resolved",
+        }
+    }
 }
 
 /// A record on `alerts`.
@@ -123,6 +144,13 @@ pub struct Alert {
     pub at: DateTime<Utc>,
     /// The values that triggered it.
     pub evidence: serde_json::Value,
+}
+
+impl Alert {
+    /// Who it is about: the meter, else the feeder (the key of its bus record).
+    pub fn subject(&self) -> Option<&str> {
+        self.meter_id.as_deref().or(self.feeder.as_deref())
+    }
 }
 
 /// Alert severity, most urgent first.

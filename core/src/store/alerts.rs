@@ -187,9 +187,8 @@ impl SqlStore {
     pub async fn record_alert(&self, input: &Alert) -> Result<Option<(StoredAlert, Transition)>> {
         let opened = input.event == AlertEvent::Opened;
         let subject = input
-            .meter_id
-            .clone()
-            .or_else(|| input.feeder.clone())
+            .subject()
+            .map(str::to_owned)
             .ok_or_else(|| StoreError::Invalid("an alert needs a meter or a feeder".into()))?;
         let now = now_micros();
         let evidence = input.evidence.to_string();

@@ -99,6 +99,8 @@ pub struct Meter {
     export_wh: f64,
     seq: u64,
     plan: VecDeque<Planned>,
+    /// Load faults ([`FaultType::of_the_load`]) not yet over, by start.
+    load_plan: Vec<Planned>,
     planned_through: DateTime<Utc>,
     feeder_plan: (i64, Vec<Planned>),
     outbox: BTreeMap<(i64, u64), Sample>,
@@ -125,6 +127,7 @@ impl Meter {
             },
             seq: 0,
             plan: spec.once.iter().cloned().collect(),
+            load_plan: Vec::new(),
             planned_through: DateTime::from_timestamp(day0, 0).unwrap_or(shape.start),
             feeder_plan: (i64::MIN, Vec::new()),
             outbox: BTreeMap::new(),
@@ -196,6 +199,22 @@ impl Meter {
             self.plan
                 .extend(day.into_iter().filter(|p| p.start >= self.shape.start));
             self.plan.make_contiguous().sort_by_key(|p| p.start);
+            for p in faults::load_faults(
+                &self.shape.faults,
+                self.shape.seed,
+                self.spec.n,
+                day_start,
+                self.shape.dt,
+                not_after,
+            ) {
+                // One at a time, a day apart.
+                let apart = |q: &Planned| {
+                    p.start >= q.end + TimeDelta::days(1) || q.start >= p.end + TimeDelta::days(1)
+                };
+                if p.start >= self.shape.start && self.load_plan.iter().all(apart) {
+                    self.load_plan.push(p);
+                }
+            }
             self.planned_through = day_start + TimeDelta::days(1);
         }
     }
@@ -209,6 +228,8 @@ impl Meter {
         while self.plan.front().is_some_and(|p| p.end <= t) {
             self.plan.pop_front();
         }
+        self.load_plan.retain(|p| p.end > t);
+        let load_fault = self.load_plan.iter().find(|p| p.start <= t).cloned();
         let active: Vec<Planned> = self
             .plan
             .iter()
@@ -274,7 +295,7 @@ impl Meter {
                 });
             }
         }
-        for p in active.iter().filter(|p| p.start == t) {
+        for p in active.iter().chain(&load_fault).filter(|p| p.start == t) {
             if let Some(label) = self.begin(p) {
                 out.labels.push(label);
             }
@@ -285,6 +306,11 @@ impl Meter {
             return out;
         }
 
+        match &load_fault {
+            Some(p) if p.kind == FaultType::Bypass => net_w = load_w * p.value - pv_w.max(0.0),
+            Some(p) if p.kind == FaultType::ApplianceLeftOn => net_w += p.value,
+            _ => {}
+        }
         if has(FaultType::Spike).is_some_and(|p| p.start == t) {
             net_w = self.spec.rated_w() * has(FaultType::Spike).map_or(1.5, |p| p.value);
         }
@@ -374,6 +400,8 @@ impl Meter {
                 json!({ "voltage_factor": round_to(p.value, 3) })
             }
             FaultType::MeterOutage | FaultType::ConnectionDrop => json!({}),
+            FaultType::Bypass => json!({ "measured_share": p.value }),
+            FaultType::ApplianceLeftOn => json!({ "extra_w": p.value }),
             FaultType::MeterExchange => {
                 let old = self.import_wh;
                 // A new meter: a few Wh from its factory test.

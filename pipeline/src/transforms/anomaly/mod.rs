@@ -53,11 +53,7 @@ fn event(
     now: i64,
     evidence: serde_json::Value,
 ) -> Alert {
-    let name = match event {
-        AlertEvent::Opened => "opened",
-        AlertEvent::Resolved => "resolved",
-    };
-    metrics::counter!(meterstack_core::metrics::PIPELINE_ALERTS, "type" => kind.name(), "event" => name).increment(1);
+    metrics::counter!(meterstack_core::metrics::PIPELINE_ALERTS, "type" => kind.name(), "event" => event.name()).increment(1);
     Alert {
         alert_id,
         event,
@@ -101,11 +97,7 @@ impl Alerts {
             (None, Some(f)) => format!("feeder-{f}"),
             (None, None) => "fleet".to_owned(),
         };
-        let id = format!(
-            "{}:{who}:{}",
-            kind.name(),
-            ts(start).format("%Y%m%dT%H%M%SZ")
-        );
+        let id = kind.alert_id(&who, ts(start));
         self.open.insert(
             kind,
             Open {
