@@ -421,6 +421,68 @@ pub(crate) fn mosquitto_pub(port: u16, topic: &str, message: &str) -> bool {
         .success()
 }
 
+/// A fresh PostgreSQL database on the server `scripts/test` started; its URL.
+pub(crate) fn postgres_database() -> String {
+    let admin = std::env::var("METERSTACK_TEST_POSTGRES").expect(
+        "METERSTACK_TEST_POSTGRES=postgres://… must name a PostgreSQL server (scripts/test starts one)",
+    );
+    let name = format!(
+        "it_{}_{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
+    let status = Command::new("psql")
+        .args([
+            admin.as_str(),
+            "-q",
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .status()
+        .expect("psql is installed");
+    assert!(status.success());
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .expect("a database in the URL");
+    format!("{base}/{name}")
+}
+
+/// A fresh bucket on the S3-compatible server `scripts/test` started: the `METERSTACK__LAKE__STORE__…`
+/// settings of a lake in it.
+pub(crate) fn s3_lake_env() -> Vec<(String, String)> {
+    let endpoint = std::env::var("METERSTACK_TEST_S3").expect(
+        "METERSTACK_TEST_S3=http://host:port must name an S3-compatible server (scripts/test starts one)",
+    );
+    let bucket = format!(
+        "it{}",
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
+    // The test server takes unsigned bucket creation.
+    let status = Command::new("curl")
+        .args(["-sSf", "-X", "PUT", &format!("{endpoint}/{bucket}")])
+        .stdout(Stdio::null())
+        .status()
+        .expect("curl is installed");
+    assert!(
+        status.success(),
+        "cannot create bucket {bucket} at {endpoint}"
+    );
+    [
+        ("KIND", "s3"),
+        ("BUCKET", bucket.as_str()),
+        ("ENDPOINT", endpoint.as_str()),
+        ("REGION", "us-east-1"),
+        ("ACCESS_KEY_ID", "test"),
+        ("SECRET_ACCESS_KEY", "test"),
+        ("PATH_STYLE", "true"),
+        ("ALLOW_HTTP", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("METERSTACK__LAKE__STORE__{k}"), v.to_owned()))
+    .collect()
+}
+
 /// The Kafka-protocol broker of this test run (`scripts/test` starts one).
 pub(crate) fn kafka_brokers() -> String {
     std::env::var("METERSTACK_TEST_KAFKA")

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::harness::{Meterstack, bin};
+use crate::harness::{Meterstack, bin, postgres_database};
 
 /// Runs `meterstack ARGS --data-dir DATA` and returns stdout; the command must succeed.
 fn cli(data: &Path, args: &[&str]) -> String {
@@ -899,33 +899,6 @@ fn https_serves_the_api_with_configured_certificates() {
         .output()
         .expect("curl");
     assert!(!plain.status.success());
-}
-
-/// A fresh PostgreSQL database on the server `scripts/test` started; its URL.
-fn postgres_database() -> String {
-    let admin = std::env::var("METERSTACK_TEST_POSTGRES").expect(
-        "METERSTACK_TEST_POSTGRES=postgres://… must name a PostgreSQL server (scripts/test starts one)",
-    );
-    let name = format!(
-        "it_{}_{}",
-        std::process::id(),
-        Utc::now().timestamp_nanos_opt().unwrap_or_default()
-    );
-    let status = Command::new("psql")
-        .args([
-            admin.as_str(),
-            "-q",
-            "-c",
-            &format!("CREATE DATABASE {name}"),
-        ])
-        .status()
-        .expect("psql is installed");
-    assert!(status.success());
-    let base = admin
-        .rsplit_once('/')
-        .map(|(b, _)| b)
-        .expect("a database in the URL");
-    format!("{base}/{name}")
 }
 
 /// The registry on PostgreSQL, shared by a broker process and a separate API process.

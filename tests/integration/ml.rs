@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Meterstack, bin};
+use crate::harness::{Meterstack, bin, kafka_config, postgres_database, s3_lake_env};
 
 fn ms(dir: &Path, args: &[&str]) -> (bool, String, String) {
     let out = bin()
@@ -153,6 +153,23 @@ fn models_train_on_the_trusted_zone_register_backtest_and_roll_back() {
     );
 }
 
+/// The forecast at `path` once there is one (404 until then), within 240 s.
+fn first_forecast(ms: &Meterstack, path: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let (status, body) = ms.admin("GET", path, None);
+        if status == 200 {
+            return body;
+        }
+        assert_eq!(status, 404, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "no forecast within 240 s: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 #[test]
 fn up_trains_on_backfilled_history_and_serves_forecasts() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -183,19 +200,7 @@ fn up_trains_on_backfilled_history_and_serves_forecasts() {
     ];
     let ms = Meterstack::start(dir, &env);
     let meter = "/api/v1/meters/m-001/forecast";
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let body = loop {
-        let (status, body) = ms.admin("GET", meter, None);
-        if status == 200 {
-            break body;
-        }
-        assert_eq!(status, 404, "{body}");
-        assert!(
-            Instant::now() < deadline,
-            "no forecast within 240 s: {body}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let body = first_forecast(&ms, meter);
     assert_eq!(body["meter_id"], "m-001");
     let items = body["items"].as_array().expect("items");
     assert_eq!(items.len(), 48, "{body}");
@@ -254,4 +259,73 @@ fn up_trains_on_backfilled_history_and_serves_forecasts() {
     assert_eq!(status, 400);
     let (status, _) = ms.admin("GET", "/api/v1/meters/m-001/forecast?when=now", None);
     assert_eq!(status, 400);
+}
+
+/// The distributed topology: the ml role in a process of its own on Kafka, the lake in an
+/// S3-compatible store and the SQL store in PostgreSQL; a second process runs the pipeline and
+/// the API and serves what the first trained and forecast.
+#[test]
+fn the_ml_role_runs_as_its_own_process_on_kafka_s3_and_postgres() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let mut env = s3_lake_env();
+    env.push(("METERSTACK__STORE__URL".into(), postgres_database()));
+    for (k, v) in [
+        ("METERSTACK__ML__INTERVAL", "1s"),
+        ("METERSTACK__ML__GBM__CALIBRATION_DAYS", "7"),
+        ("METERSTACK__ML__GBM__MAX_ROWS", "20000"),
+        ("METERSTACK__ML__BACKTEST_DAYS", "7"),
+    ] {
+        env.push((k.into(), v.into()));
+    }
+    let config = kafka_config(dir, &format!("ml{}", std::process::id()));
+    let config = config.to_str().expect("utf-8 path");
+    let csv = dir.join("fleet.csv");
+    let csv = csv.to_str().expect("utf-8 path");
+    let cli = |args: &[&str]| {
+        let out = bin()
+            .args(args)
+            .args(["--config", config, "--data-dir"])
+            .arg(dir.join("data"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("meterstack runs");
+        assert!(
+            out.status.success(),
+            "meterstack {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let fleet = ["backfill", "--meters", "12", "--days", "36", "--end", "30m"];
+    cli(&[&fleet[..], &["--fleet-csv", csv]].concat());
+    cli(&["meters", "import", csv]);
+    cli(&["etl"]);
+
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (ml_dir, api_dir) = (dir.join("ml"), dir.join("api"));
+    for d in [&ml_dir, &api_dir] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    let ml = Meterstack::launch(&ml_dir, &["run", "--roles", "ml", "--config", config], &env);
+    let roles = ["run", "--roles", "pipeline,api", "--config", config];
+    let mut api = Meterstack::launch(&api_dir, &roles, &env);
+    // One admin key for the shared store: whoever opened it first created it.
+    api.admin_key = [dir, &ml_dir, &api_dir]
+        .iter()
+        .find_map(|d| std::fs::read_to_string(d.join("data").join("admin-api-key")).ok())
+        .map(|k| k.trim().to_owned());
+    assert!(api.admin_key.is_some(), "no admin key was written");
+
+    let body = first_forecast(&api, "/api/v1/meters/m-001/forecast");
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(48), "{body}");
+    // The model is in the S3 lake, its forecasts in PostgreSQL: the API process sees both.
+    let (status, models) = api.admin("GET", "/api/v1/models", None);
+    assert_eq!(status, 200, "{models}");
+    assert_eq!(models["current"], body["model_version"], "{models}");
+    let rows = api.rows("SELECT count(DISTINCT meter_id) AS meters FROM forecasts");
+    assert!(rows[0]["meters"].as_u64().unwrap_or(0) >= 10, "{rows:?}");
+    let runs = ml.metric("meterstack_ml_forecast_runs_total{outcome=\"ok\"}");
+    assert!(runs >= 1.0, "{runs}");
+    assert!(ml.terminate().success());
+    assert!(api.terminate().success());
 }
