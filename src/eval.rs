@@ -344,9 +344,6 @@ fn forecast_deviations(
         let (origin, hours) = (day[0], (day[1] - day[0]) as usize);
         let predicted = model.predict(&refs, origin, hours, &calendar);
         for (s, band) in series.iter().zip(predicted) {
-            let hours_from =
-                |from: Hour| -> Vec<f64> { (0..hours).map(|k| s.at(from + k as Hour)).collect() };
-            let (actual, week_before) = (hours_from(origin), hours_from(origin - 7 * 24));
             let who = deviation::Subject {
                 meter_id: &s.meter_id,
                 feeder: registry.get(&s.meter_id).and_then(|m| m.feeder.as_deref()),
@@ -355,10 +352,9 @@ fn forecast_deviations(
             };
             let found = deviation::check(
                 who,
+                s,
                 origin,
-                &actual,
                 &band,
-                &week_before,
                 active.get(s.meter_id.as_str()),
                 &ml.deviation,
             );

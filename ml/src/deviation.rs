@@ -22,7 +22,7 @@ use meterstack_core::records::{Alert, AlertEvent, AlertType};
 use serde::{Deserialize, Serialize};
 
 use crate::model::Quantiles;
-use crate::series::{Hour, start_of};
+use crate::series::{Hour, Series, start_of};
 
 /// `[ml.deviation]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -253,19 +253,24 @@ fn known_len(actual: &[f64], band: &[Quantiles]) -> usize {
         .map_or(0, |i| i + 1)
 }
 
-/// [`runs`] then [`decide`]: the events of one meter whose hours from `start` measured
-/// `actual` against the forecast `band` and the same hours a week before.
+/// [`runs`] then [`decide`]: the events of the meter of `series` whose hours from `start`
+/// were forecast as `band`, against its measurements then and the same hours a week before.
 pub fn check(
     who: Subject<'_>,
+    series: &Series,
     start: Hour,
-    actual: &[f64],
     band: &[Quantiles],
-    week_before: &[f64],
     active: Option<&Active>,
     config: &DeviationConfig,
 ) -> Vec<Alert> {
-    let found = runs(start, actual, band, week_before, config);
-    let known_end = start + known_len(actual, band) as Hour;
+    let hours_from = |from: Hour| -> Vec<f64> {
+        (0..band.len())
+            .map(|k| series.at(from + k as Hour))
+            .collect()
+    };
+    let (actual, week_before) = (hours_from(start), hours_from(start - 7 * 24));
+    let found = runs(start, &actual, band, &week_before, config);
+    let known_end = start + known_len(&actual, band) as Hour;
     decide(who, start, known_end, &found, active, config)
 }
 
@@ -281,13 +286,18 @@ pub struct Active {
 }
 
 impl Active {
+    /// The active alert `alert_id`, begun at `start`, with `evidence`.
+    pub fn new(alert_id: &str, start: DateTime<Utc>, evidence: &serde_json::Value) -> Self {
+        Self {
+            alert_id: alert_id.to_owned(),
+            start,
+            direction: Direction::of(evidence),
+        }
+    }
+
     /// The alert `opened` begins.
     pub fn opened(opened: &Alert) -> Self {
-        Self {
-            alert_id: opened.alert_id.clone(),
-            start: opened.start,
-            direction: Direction::of(&opened.evidence),
-        }
+        Self::new(&opened.alert_id, opened.start, &opened.evidence)
     }
 }
 

@@ -30,9 +30,9 @@ use tracing::{info, warn};
 
 use crate::calendar::Calendar;
 use crate::config::MlConfig;
-use crate::deviation::{self, Active, Direction};
+use crate::deviation::{self, Active};
 use crate::registry::ModelRegistry;
-use crate::series::{Hour, hour_of, start_of};
+use crate::series::{hour_of, start_of};
 use crate::{MlError, inference, train};
 
 /// What the ETL writes when it finishes a run (its bookmark).
@@ -115,12 +115,10 @@ impl Forecasting {
                 let page = self.store.list_alerts(&filter).await?;
                 for a in &page {
                     if let Some(meter) = &a.meter_id {
-                        let active = Active {
-                            alert_id: a.alert_id.clone(),
-                            start: a.start,
-                            direction: Direction::of(&a.evidence),
-                        };
-                        out.insert(meter.clone(), active);
+                        out.insert(
+                            meter.clone(),
+                            Active::new(&a.alert_id, a.start, &a.evidence),
+                        );
                     }
                 }
                 if page.len() < PAGE as usize {
@@ -213,7 +211,6 @@ impl Forecasting {
         let (deviation, model_version) = (self.config.deviation.clone(), version.clone());
         let (forecasts, alerts) = tokio::task::spawn_blocking(move || {
             let mut alerts = Vec::new();
-            let at = Utc::now();
             let forecasts = inference::forecast(
                 &model,
                 &series,
@@ -226,22 +223,17 @@ impl Forecasting {
                     if !check {
                         return;
                     }
-                    let hours_from = |from: Hour| -> Vec<f64> {
-                        (0..band.len()).map(|k| s.at(from + k as Hour)).collect()
-                    };
-                    let (actual, week_before) = (hours_from(origin), hours_from(origin - 7 * 24));
                     let who = deviation::Subject {
                         meter_id: &s.meter_id,
                         feeder: registry.get(&s.meter_id).and_then(|m| m.feeder.as_deref()),
                         model_version: &model_version,
-                        at,
+                        at: now,
                     };
                     alerts.extend(deviation::check(
                         who,
+                        s,
                         origin,
-                        &actual,
                         band,
-                        &week_before,
                         active.get(&s.meter_id),
                         &deviation,
                     ));

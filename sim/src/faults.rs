@@ -316,20 +316,32 @@ pub(crate) fn load_faults(
     let mut out = Vec::new();
     for kind in [FaultType::Bypass, FaultType::ApplianceLeftOn] {
         for _ in 0..draw_count(&mut rng, config.rate(kind)) {
-            let (len, value) = draw_shape(kind, &mut rng, dt);
-            let start = day_start + dt * rng.random_range(0..steps) as i32;
-            let end = start + dt * len as i32;
-            if not_after.is_none_or(|limit| end <= limit) {
-                out.push(Planned {
-                    kind,
-                    start,
-                    end,
-                    value,
-                });
+            let planned = draw_in_day(kind, &mut rng, day_start, dt, steps);
+            if not_after.is_none_or(|limit| planned.end <= limit) {
+                out.push(planned);
             }
         }
     }
     out
+}
+
+/// A fault of `kind` of a drawn shape, starting at one of the `steps` intervals of the day
+/// from `day_start`.
+fn draw_in_day(
+    kind: FaultType,
+    rng: &mut StdRng,
+    day_start: DateTime<Utc>,
+    dt: TimeDelta,
+    steps: i64,
+) -> Planned {
+    let (len, value) = draw_shape(kind, rng, dt);
+    let start = day_start + dt * rng.random_range(0..steps) as i32;
+    Planned {
+        kind,
+        start,
+        end: start + dt * len as i32,
+        value,
+    }
 }
 
 /// Outages of feeder `feeder` on the day starting at `day_start` (a pure function, so every
@@ -354,14 +366,7 @@ pub(crate) fn feeder_outages(
     let steps = (86_400 / dt.num_seconds().max(1)).max(1);
     let mut out = Vec::new();
     for _ in 0..draw_count(&mut rng, rate) {
-        let (len, value) = draw_shape(FaultType::FeederOutage, &mut rng, dt);
-        let start = day_start + dt * rng.random_range(0..steps) as i32;
-        let planned = Planned {
-            kind: FaultType::FeederOutage,
-            start,
-            end: start + dt * len as i32,
-            value,
-        };
+        let planned = draw_in_day(FaultType::FeederOutage, &mut rng, day_start, dt, steps);
         if out.iter().all(|o: &Planned| !overlaps(o, &planned, dt)) {
             out.push(planned);
         }
