@@ -153,12 +153,17 @@ fn models_train_on_the_trusted_zone_register_backtest_and_roll_back() {
     );
 }
 
-/// The forecast at `path` once there is one (404 until then), within 240 s.
+/// The forecast at `path` once there is one (404 until then), within 240 s, from its first
+/// hour (by default the API answers from the current hour, which may have turned since the
+/// forecast was made).
 fn first_forecast(ms: &Meterstack, path: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         let (status, body) = ms.admin("GET", path, None);
         if status == 200 {
+            let first = body["items"][0]["ts"].as_str().expect("an item").to_owned();
+            let (status, body) = ms.admin("GET", &format!("{path}?from={first}"), None);
+            assert_eq!(status, 200, "{body}");
             return body;
         }
         assert_eq!(status, 404, "{body}");
