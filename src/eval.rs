@@ -314,6 +314,7 @@ fn forecast_deviations(
                 start: hour_of(history_start),
                 values,
                 meter_id: id,
+                temperature: None,
             };
             for (h, (_, wh)) in measured.get(&s.meter_id).into_iter().flatten() {
                 s.set(*h, *wh);

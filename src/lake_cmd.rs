@@ -42,6 +42,21 @@ pub(crate) enum ImportCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Outdoor temperatures the forecasting models may use, a CSV file (`.csv` or `.csv.gz`)
+    /// with header `area,ts,temperature_c`: an area is a feeder, or `*` for every meter whose
+    /// feeder has none of its own; times RFC 3339 or epoch milliseconds, averaged per hour.
+    /// Observations and weather forecasts alike: an hour imported again is replaced.
+    Temperatures {
+        /// The file.
+        file: std::path::PathBuf,
+        /// Import the good rows of a file with bad ones (default: a file with bad rows is not
+        /// imported at all).
+        #[arg(long)]
+        skip_bad: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Flags of `meterstack sql`.
@@ -144,12 +159,19 @@ pub(crate) async fn sql(args: SqlArgs, config: &Config) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn import(command: ImportCommand, config: &Config) -> anyhow::Result<()> {
-    let ImportCommand::Readings {
-        file,
-        skip_bad,
-        interval,
-        json,
-    } = command;
+    let (file, skip_bad, interval, json) = match command {
+        ImportCommand::Readings {
+            file,
+            skip_bad,
+            interval,
+            json,
+        } => (file, skip_bad, interval, json),
+        ImportCommand::Temperatures {
+            file,
+            skip_bad,
+            json,
+        } => return import_temperatures(&file, skip_bad, json, config).await,
+    };
     let interval = interval.unwrap_or(config.pipeline.interval);
     let options = meterstack_lake::import::ImportOptions {
         skip_bad,
@@ -185,6 +207,36 @@ pub(crate) async fn import(command: ImportCommand, config: &Config) -> anyhow::R
             report.bad_rows,
             report.seconds,
             report.readings_per_s
+        )?;
+        for b in &report.first_bad {
+            writeln!(out, "  line {}: {}", b.line, b.reason)?;
+        }
+    }
+    Ok(())
+}
+
+async fn import_temperatures(
+    file: &std::path::Path,
+    skip_bad: bool,
+    json: bool,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let store = config.open_store().await?;
+    let report = meterstack_ml::weather::import(file, &store, skip_bad)
+        .await
+        .with_context(|| format!("cannot import {}", file.display()))?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        writeln!(
+            out,
+            "{} rows: {} hours of {} areas ({}); {} bad rows skipped",
+            report.rows,
+            report.hours,
+            report.areas.len(),
+            report.areas.join(", "),
+            report.bad_rows
         )?;
         for b in &report.first_bad {
             writeln!(out, "  line {}: {}", b.line, b.reason)?;

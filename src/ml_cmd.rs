@@ -117,7 +117,7 @@ async fn frame(
     meters: Option<&str>,
 ) -> anyhow::Result<Vec<Series>> {
     let bar = spinner("{spinner} reading readings_hourly: {msg} rows · {elapsed}")?;
-    let series = train::frame(&c.lake, &c.registry, until, days, meters, |n| {
+    let series = train::frame(&c.lake, &c.store, &c.registry, until, days, meters, |n| {
         bar.set_message(n.to_string());
     })
     .await;

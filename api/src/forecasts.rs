@@ -95,6 +95,7 @@ async fn answer(
     let registry = Registry::load(&state.store).await.map_err(store_error)?;
     let made = inference::as_of(
         lake,
+        &state.store,
         &ml.models,
         &registry,
         &ml.calendar,

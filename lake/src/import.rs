@@ -201,8 +201,8 @@ impl Columns {
     }
 }
 
-/// A time as on the wire: RFC 3339, or integer epoch milliseconds.
-fn timestamp(field: &str, text: &str) -> Result<DateTime<Utc>, String> {
+/// A time as on the wire: RFC 3339, or integer epoch milliseconds; the error names `field`.
+pub fn timestamp(field: &str, text: &str) -> Result<DateTime<Utc>, String> {
     let t = match text.parse::<i64>() {
         Ok(ms) => DateTime::from_timestamp_millis(ms)
             .ok_or_else(|| format!("`{field}` {ms} is not epoch milliseconds in range"))?,
@@ -334,7 +334,9 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-fn open(
+/// A CSV reader over `path` (gzip if it ends in `.gz`), headers left to the caller, counting
+/// the file's bytes read into `read`.
+pub fn open(
     path: &FsPath,
     read: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<csv::Reader<Box<dyn Read + Send>>, ImportError> {

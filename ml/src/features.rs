@@ -1,6 +1,9 @@
 //! Features of one forecast hour, known at the forecast's origin: only hours before the origin
 //! are read, so a model can never see the future it forecasts.
 //!
+//! The exception is the outdoor temperature (optional, `NaN` without a series): at the target
+//! hour it is a weather forecast, which is known at the origin.
+//!
 //! Energies are divided by the meter's level (its mean hour over the 7 days before the origin),
 //! so that one global model serves a flat and a villa alike; the model predicts the target hour
 //! as a multiple of the level, and training weights each row by the level so that its loss is
@@ -12,7 +15,7 @@ use crate::calendar::Calendar;
 use crate::series::{Hour, Series};
 
 /// The feature names, in column order (stored with each model).
-pub const NAMES: [&str; 22] = [
+pub const NAMES: [&str; 24] = [
     "lag_1d",
     "lag_2d",
     "lag_7d",
@@ -35,6 +38,8 @@ pub const NAMES: [&str; 22] = [
     "weekend_or_holiday",
     "horizon",
     "class",
+    "temperature",
+    "temperature_vs_7d",
 ];
 
 /// Number of features.
@@ -153,6 +158,16 @@ pub fn row(
     row[19] = f64::from(u8::from(local.holiday || local.weekday >= 5));
     row[20] = (target - origin + 1) as f64;
     row[21] = class_code(series.class);
+    // How much warmer or colder the target hour is than the days the same-hour features saw.
+    let t = series.temperature_at(target);
+    row[22] = t;
+    scratch.clear();
+    scratch.extend(
+        same_hour(7)
+            .map(|h| series.temperature_at(h))
+            .filter(|v| v.is_finite()),
+    );
+    row[23] = t - mean(scratch);
 }
 
 #[cfg(test)]
@@ -207,5 +222,25 @@ mod tests {
         );
         assert!(before[0].is_nan());
         assert!((before[1] * level - (100.0 + 6.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn temperature_features_read_the_target_hour_against_the_week_before() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+        let mut s = Series::new("m", None);
+        let mut t = Series::new("*", None);
+        for h in 0..24 * 40 {
+            s.set(h, 100.0);
+            // 5 °C, a cold snap of 0 °C from the origin on.
+            t.set(h, if h >= 24 * 30 { 0.0 } else { 5.0 });
+        }
+        let origin = 24 * 30;
+        let mut scratch = Vec::new();
+        let mut r = [0.0; WIDTH];
+        row(&s, origin, origin + 5, 100.0, &cal, &mut scratch, &mut r);
+        assert!(r[22].is_nan() && r[23].is_nan(), "no series: unknown");
+        s.temperature = Some(std::sync::Arc::new(t));
+        row(&s, origin, origin + 5, 100.0, &cal, &mut scratch, &mut r);
+        assert_eq!((r[22], r[23]), (0.0, -5.0));
     }
 }

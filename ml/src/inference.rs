@@ -149,6 +149,7 @@ pub struct AsOf {
 #[allow(clippy::too_many_arguments)]
 pub async fn as_of(
     lake: &meterstack_lake::query::Lake,
+    store: &meterstack_core::store::SqlStore,
     models: &crate::registry::ModelRegistry,
     registry: &Registry,
     calendar: &Calendar,
@@ -185,10 +186,10 @@ pub async fn as_of(
     let until = start_of(origin);
     let mut series = crate::source::hourly(
         lake,
-        Some(until - chrono::Duration::days(35)),
-        Some(until),
+        store,
+        registry,
+        (until - chrono::Duration::days(35), until),
         Some(&pattern),
-        |id| registry.get(id).and_then(|m| m.class),
         |_| {},
     )
     .await?;

@@ -15,6 +15,7 @@
 //! - [`deviation`]: hours outside the forecast band → `consumption_forecast_deviation` alerts.
 //! - [`service`]: the `ml` role (retrain on schedule, forecast and check deviations after each
 //!   ETL run).
+//! - [`weather`]: the temperature series per area a model may use, imported from CSV.
 //! - [`config`]: the `ml` section of meterstack.toml.
 
 pub mod backtest;
@@ -29,6 +30,7 @@ pub mod series;
 pub mod service;
 pub mod source;
 pub mod train;
+pub mod weather;
 
 pub use calendar::{Calendar, CalendarConfig};
 pub use config::{MlConfig, Promote};

@@ -1,4 +1,7 @@
-//! The training frame: each meter's hourly consumption on one clock of whole UTC hours.
+//! The training frame: each meter's hourly consumption on one clock of whole UTC hours, with
+//! the outdoor temperature of its area where one is known.
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use meterstack_core::store::meters::MeterClass;
@@ -27,6 +30,10 @@ pub struct Series {
     pub start: Hour,
     /// Energy per hour, Wh.
     pub values: Vec<f64>,
+    /// The outdoor temperature of the meter's area, °C per hour (a series of its own,
+    /// shared by the area's meters; observations up to now, a weather forecast after): the
+    /// one input read at and after a forecast's origin.
+    pub temperature: Option<Arc<Series>>,
 }
 
 impl Series {
@@ -37,6 +44,7 @@ impl Series {
             class,
             start: 0,
             values: Vec::new(),
+            temperature: None,
         }
     }
 
@@ -72,7 +80,8 @@ impl Series {
         self.values[i] = wh;
     }
 
-    /// The series cut to the hours before `until`: what was known then.
+    /// The series cut to the hours before `until`: what was known then (the temperature
+    /// stays whole: after `until` it stands for the weather forecast of then).
     pub fn before(&self, until: Hour) -> Self {
         let keep = (until - self.start).clamp(0, self.values.len() as Hour) as usize;
         Self {
@@ -80,7 +89,13 @@ impl Series {
             class: self.class,
             start: self.start,
             values: self.values[..keep].to_vec(),
+            temperature: self.temperature.clone(),
         }
+    }
+
+    /// The temperature at hour `h`, °C (`NaN` where unknown).
+    pub fn temperature_at(&self, h: Hour) -> f64 {
+        self.temperature.as_ref().map_or(f64::NAN, |t| t.at(h))
     }
 }
 

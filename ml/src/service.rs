@@ -159,6 +159,7 @@ impl Forecasting {
             let trained = async {
                 let frame = train::frame(
                     &self.lake,
+                    &self.store,
                     &registry,
                     midnight,
                     self.config.train_days,
@@ -201,7 +202,8 @@ impl Forecasting {
         // The features look back at most 28 days before the origin; the hours since it are
         // what the deviation check compares with their forecast.
         let until = start_of(hour_of(now) + 1);
-        let series = train::frame(&self.lake, &registry, until, 36, None, |_| {}).await?;
+        let series =
+            train::frame(&self.lake, &self.store, &registry, until, 36, None, |_| {}).await?;
         let active = match self.alerts {
             Some(_) => self.active_deviations().await?,
             None => HashMap::new(),

@@ -1,17 +1,21 @@
 //! The training frame from the trusted zone: `readings_hourly`, hours before a cut-off, with
-//! each meter's class from the registry. An hour with any estimated or missing interval is
-//! unknown (`NaN`): the models learn from measurements only.
+//! each meter's class from the registry and its area's temperature from the SQL store. An hour
+//! with any estimated or missing interval is unknown (`NaN`): the models learn from
+//! measurements only.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type, TimeUnit, TimestampMicrosecondType, UInt32Type};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use futures::StreamExt;
-use meterstack_core::store::meters::MeterClass;
+use meterstack_core::store::SqlStore;
+use meterstack_core::store::temperatures::ALL_AREAS;
 use meterstack_lake::query::{Lake, params_from_json};
+use meterstack_pipeline::Registry;
 
-use crate::series::Series;
+use crate::series::{Series, hour_of};
 
 /// Why the frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -22,21 +26,27 @@ pub enum SourceError {
     /// A column had an unexpected type.
     #[error("readings_hourly: column {0} has an unexpected type")]
     Schema(&'static str),
+    /// The SQL store failed reading temperatures.
+    #[error("reading temperatures: {0}")]
+    Store(#[from] meterstack_core::store::StoreError),
 }
+
+/// How far past the frame's end temperatures are read: the weather forecast its forecasts use.
+const TEMPERATURE_AHEAD: Duration = Duration::days(7);
 
 fn lake_error<E: std::fmt::Display>(e: E) -> SourceError {
     SourceError::Lake(e.to_string())
 }
 
-/// Every meter's hourly series in `[from, until)` (open ends when `None`), of the meters whose id
-/// matches the SQL `LIKE` pattern `meters` (all when `None`), each with its class from
-/// `class_of`; `progress` is told the rows read.
+/// Every meter's hourly series in `[from, until)`, of the meters whose id matches the SQL
+/// `LIKE` pattern `meters` (all when `None`), each with its class from `registry` and the
+/// temperature of its area (see [`attach_temperatures`]); `progress` is told the rows read.
 pub async fn hourly(
     lake: &Lake,
-    from: Option<DateTime<Utc>>,
-    until: Option<DateTime<Utc>>,
+    store: &SqlStore,
+    registry: &Registry,
+    (from, until): (DateTime<Utc>, DateTime<Utc>),
     meters: Option<&str>,
-    class_of: impl Fn(&str) -> Option<MeterClass>,
     mut progress: impl FnMut(u64),
 ) -> Result<Vec<Series>, SourceError> {
     let mut sql = String::from(
@@ -46,20 +56,13 @@ pub async fn hourly(
     // Our own values, not the caller's text: RFC 3339 literals; the date bounds prune
     // partitions, the time bounds are exact.
     let literal = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
-    if let Some(t) = from {
-        sql.push_str(&format!(
-            " AND ts >= TIMESTAMP '{}' AND date >= '{}'",
-            literal(t),
-            t.format("%Y-%m-%d")
-        ));
-    }
-    if let Some(t) = until {
-        sql.push_str(&format!(
-            " AND ts < TIMESTAMP '{}' AND date <= '{}'",
-            literal(t),
-            t.format("%Y-%m-%d")
-        ));
-    }
+    sql.push_str(&format!(
+        " AND ts >= TIMESTAMP '{}' AND date >= '{}' AND ts < TIMESTAMP '{}' AND date <= '{}'",
+        literal(from),
+        from.format("%Y-%m-%d"),
+        literal(until),
+        until.format("%Y-%m-%d")
+    ));
     let params =
         params_from_json(&serde_json::json!([meters.unwrap_or("%")])).map_err(lake_error)?;
     let frame = lake.plan(&sql, params).await.map_err(lake_error)?;
@@ -98,7 +101,7 @@ pub async fn hourly(
                 Some(s) => s,
                 None => by_meter
                     .entry(id.to_owned())
-                    .or_insert_with(|| Series::new(id, class_of(id))),
+                    .or_insert_with(|| Series::new(id, registry.get(id).and_then(|m| m.class))),
             };
             let whole = measured.value(i) >= expected.value(i) && energy.is_valid(i);
             let h = ts.value(i).div_euclid(3_600_000_000);
@@ -109,5 +112,92 @@ pub async fn hourly(
     }
     let mut out: Vec<Series> = by_meter.into_values().collect();
     out.sort_by(|a, b| a.meter_id.cmp(&b.meter_id));
+    attach_temperatures(store, registry, &mut out, from, until + TEMPERATURE_AHEAD).await?;
     Ok(out)
+}
+
+/// Gives each series the temperature of its area over `[from, to)`: its feeder's series if
+/// the store has one there, else the series of [`ALL_AREAS`], else none.
+pub async fn attach_temperatures(
+    store: &SqlStore,
+    registry: &Registry,
+    series: &mut [Series],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<(), SourceError> {
+    let mut areas: HashMap<String, Series> = HashMap::new();
+    for t in store.temperatures(from, to).await? {
+        areas
+            .entry(t.area.clone())
+            .or_insert_with(|| Series::new(t.area, None))
+            .set(hour_of(t.ts), t.celsius);
+    }
+    let areas: HashMap<String, Arc<Series>> =
+        areas.into_iter().map(|(a, s)| (a, Arc::new(s))).collect();
+    for s in series {
+        let feeder = registry.get(&s.meter_id).and_then(|m| m.feeder.as_deref());
+        s.temperature = feeder
+            .and_then(|f| areas.get(f))
+            .or_else(|| areas.get(ALL_AREAS))
+            .cloned();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use meterstack_core::store::StoreConfig;
+    use meterstack_core::store::temperatures::Temperature;
+    use meterstack_pipeline::registry::MeterInfo;
+
+    use super::*;
+    use crate::series::start_of;
+
+    #[tokio::test]
+    async fn a_meter_gets_its_feeders_temperature_else_the_whole_areas() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreConfig::default().build(dir.path()).await.unwrap();
+        let t = |area: &str, h: i64, celsius: f64| Temperature {
+            area: area.into(),
+            ts: start_of(h),
+            celsius,
+        };
+        store
+            .upsert_temperatures(&[t("F1", 10, 1.0), t("*", 10, 5.0), t("*", 11, 6.0)])
+            .await
+            .unwrap();
+        let info = |feeder: Option<&str>| MeterInfo {
+            feeder: feeder.map(str::to_owned),
+            ..MeterInfo::default()
+        };
+        let registry = Registry::new([
+            ("a".to_owned(), info(Some("F1"))),
+            ("b".to_owned(), info(Some("F2"))),
+            ("c".to_owned(), info(None)),
+        ]);
+        let mut series: Vec<Series> = ["a", "b", "c", "unregistered"]
+            .into_iter()
+            .map(|id| Series::new(id, None))
+            .collect();
+        attach_temperatures(&store, &registry, &mut series, start_of(0), start_of(100))
+            .await
+            .unwrap();
+        let at = |i: usize, h: i64| series[i].temperature_at(h);
+        assert_eq!(
+            (at(0, 10), at(1, 10), at(2, 11), at(3, 10)),
+            (1.0, 5.0, 6.0, 5.0)
+        );
+        assert!(
+            at(0, 11).is_nan(),
+            "a feeder's own series is not patched from another"
+        );
+        // An empty store: no temperature at all.
+        let other = tempfile::tempdir().unwrap();
+        let empty = StoreConfig::default().build(other.path()).await.unwrap();
+        attach_temperatures(&empty, &registry, &mut series, start_of(0), start_of(100))
+            .await
+            .unwrap();
+        assert!(series.iter().all(|s| s.temperature.is_none()));
+    }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use meterstack_core::store::SqlStore;
 use meterstack_lake::query::Lake;
 use meterstack_pipeline::Registry;
 
@@ -19,9 +20,11 @@ use crate::series::{Series, hour_of, start_of};
 use crate::{MlError, source};
 
 /// Every meter's hourly series in the `days` before `until`, measured hours only, with its
-/// class from the registry; meters without any measured hour are left out.
+/// class from the registry and its area's temperature; meters without any measured hour are
+/// left out.
 pub async fn frame(
     lake: &Lake,
+    store: &SqlStore,
     registry: &Registry,
     until: DateTime<Utc>,
     days: u32,
@@ -29,15 +32,7 @@ pub async fn frame(
     progress: impl FnMut(u64),
 ) -> Result<Vec<Series>, MlError> {
     let from = until - Duration::days(i64::from(days));
-    let mut series = source::hourly(
-        lake,
-        Some(from),
-        Some(until),
-        meters,
-        |id| registry.get(id).and_then(|m| m.class),
-        progress,
-    )
-    .await?;
+    let mut series = source::hourly(lake, store, registry, (from, until), meters, progress).await?;
     series.retain(|s| s.values.iter().any(|v| v.is_finite()));
     if series.is_empty() {
         return Err(MlError::NoData(format!(

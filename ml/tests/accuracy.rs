@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use meterstack_core::store::meters::MeterClass;
 use meterstack_ml::backtest;
@@ -11,7 +13,8 @@ use meterstack_ml::model::gbm::{Gbm, GbmConfig};
 use meterstack_ml::{Calendar, CalendarConfig, Forecaster, ModelKind, Series};
 use meterstack_sim::{FleetConfig, RunShape, offline};
 
-/// `meters` simulated meters' true hourly energy over `days` days from `start`.
+/// `meters` simulated meters' true hourly energy over `days` days from `start`, with the
+/// simulated area's temperature.
 pub fn simulated(meters: usize, days: usize, start: &str, seed: u64) -> Vec<Series> {
     let start: DateTime<Utc> = start.parse().unwrap();
     let shape = RunShape::clean(start, days, seed);
@@ -19,6 +22,11 @@ pub fn simulated(meters: usize, days: usize, start: &str, seed: u64) -> Vec<Seri
         meters,
         ..FleetConfig::default()
     };
+    let temperature = Arc::new(Series {
+        start: start.timestamp() / 3600,
+        values: offline::hourly_temperature(&fleet, &shape, (days + 3) * 24).unwrap(),
+        ..Series::new("*", None)
+    });
     offline::hourly_fleet(&fleet, &shape, days)
         .unwrap()
         .into_iter()
@@ -27,6 +35,7 @@ pub fn simulated(meters: usize, days: usize, start: &str, seed: u64) -> Vec<Seri
             class: Some(MeterClass::from(class)),
             start: start.timestamp() / 3600,
             values,
+            temperature: Some(temperature.clone()),
         })
         .collect()
 }
@@ -54,7 +63,9 @@ fn the_learned_model_beats_both_baselines_on_held_back_weeks() {
     eprintln!("{gbm:?}");
     let g = &scores[2];
     assert!(g.hours > 10_000, "{} hours scored", g.hours);
-    assert!(g.mae_vs_seasonal_naive < 0.85, "{g:?}");
-    assert!(g.mae_vs_median_7d < 1.0, "{g:?}");
+    // Measured 0.672 and 0.725 (docs/BENCHMARKS.md); the bars leave room for the learner's
+    // variation between versions, not for losing to a baseline.
+    assert!(g.mae_vs_seasonal_naive < 0.78, "{g:?}");
+    assert!(g.mae_vs_median_7d < 0.85, "{g:?}");
     assert!((0.65..0.92).contains(&g.coverage), "{g:?}");
 }

@@ -154,6 +154,30 @@ pub fn hourly_energy(
     energy
 }
 
+/// The fleet's outdoor temperature, °C, for each of `hours` hours from `shape.start` (on the
+/// hour): the mean of the hour's quarter-hour values, as a weather service reports an hour.
+/// What the loads of [`hourly_fleet`] responded to (heating and cooling).
+pub fn hourly_temperature(
+    config: &crate::FleetConfig,
+    shape: &RunShape,
+    hours: usize,
+) -> Result<Vec<f64>, String> {
+    let site = config.site().map_err(|e| e.to_string())?;
+    let weather = Weather::new(shape.seed);
+    let quarter = TimeDelta::minutes(15);
+    Ok((0..hours as i32)
+        .map(|h| {
+            let hour = shape.start + TimeDelta::hours(i64::from(h));
+            (1..=4)
+                .map(|k| {
+                    TickContext::new(hour + quarter * k, quarter, &site, &weather).temperature_c
+                })
+                .sum::<f64>()
+                / 4.0
+        })
+        .collect())
+}
+
 /// [`hourly_energy`] of the fleet `config` builds in a run of `shape` over `days` days, on
 /// every core: each meter's id, class and hourly energy.
 pub fn hourly_fleet(

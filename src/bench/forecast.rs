@@ -2,10 +2,12 @@
 //! simulated fleet (trained on all but the last weeks, day-ahead backtest on those), training
 //! time, inference time for a large fleet, and peak memory.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use meterstack_core::store::meters::MeterClass;
+use meterstack_core::store::temperatures::ALL_AREAS;
 use meterstack_ml::model::gbm::{Gbm, GbmConfig};
 use meterstack_ml::series::{hour_of, start_of};
 use meterstack_ml::{Calendar, CalendarConfig, Series, inference, train};
@@ -22,12 +24,13 @@ fn peak_rss() -> Option<u64> {
 }
 
 /// `meters` simulated meters' true hourly energy over `days` days from `start` (no faults),
-/// generated on all cores.
+/// generated on all cores, with the simulated area's temperature if `with_temperature`.
 pub(crate) fn simulated(
     meters: usize,
     days: usize,
     start: DateTime<Utc>,
     seed: u64,
+    with_temperature: bool,
 ) -> anyhow::Result<Vec<Series>> {
     let shape = RunShape::clean(start, days, seed);
     let fleet = FleetConfig {
@@ -35,6 +38,13 @@ pub(crate) fn simulated(
         ..FleetConfig::default()
     };
     let start_h = hour_of(start);
+    let temperature = Arc::new(Series {
+        start: start_h,
+        // Three days past the end: the weather forecast of the last forecasts.
+        values: offline::hourly_temperature(&fleet, &shape, (days + 3) * 24)
+            .map_err(anyhow::Error::msg)?,
+        ..Series::new(ALL_AREAS, None)
+    });
     Ok(offline::hourly_fleet(&fleet, &shape, days)
         .map_err(anyhow::Error::msg)?
         .into_iter()
@@ -43,20 +53,55 @@ pub(crate) fn simulated(
             class: Some(MeterClass::from(class)),
             start: start_h,
             values,
+            temperature: with_temperature.then(|| temperature.clone()),
         })
         .collect())
 }
 
-/// Runs the benchmark.
-pub(crate) fn run(
+/// Flags of `meterstack bench forecast`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ForecastArgs {
+    /// Meters simulated
+    #[arg(long, default_value_t = 1000)]
     meters: usize,
+    /// Days simulated
+    #[arg(long, default_value_t = 365)]
     days: usize,
+    /// Days at the end backtested (not trained on)
+    #[arg(long, default_value_t = 28)]
     test_days: usize,
+    /// First day (UTC midnight)
+    #[arg(long, default_value = "2025-01-01T00:00:00Z")]
     start: DateTime<Utc>,
+    /// The fleet's seed
+    #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Meters forecast in the timed inference
+    #[arg(long, default_value_t = 100_000)]
     inference_meters: usize,
-    gbm: GbmConfig,
-) -> anyhow::Result<Value> {
+    /// The learner's budget [default: ml.gbm.budget]
+    #[arg(long)]
+    budget: Option<f32>,
+    /// Train and forecast without the simulated area's temperature
+    #[arg(long)]
+    no_temperature: bool,
+}
+
+/// Runs the benchmark with the learner's settings `gbm` (its budget overridden by the flag).
+pub(crate) fn run(args: &ForecastArgs, mut gbm: GbmConfig) -> anyhow::Result<Value> {
+    let ForecastArgs {
+        meters,
+        days,
+        test_days,
+        start,
+        seed,
+        inference_meters,
+        budget,
+        no_temperature,
+    } = args.clone();
+    if let Some(b) = budget {
+        gbm.budget = b;
+    }
     anyhow::ensure!(
         days > test_days + 21,
         "--days must exceed --test-days by at least three weeks"
@@ -73,7 +118,7 @@ pub(crate) fn run(
     })
     .map_err(anyhow::Error::msg)?;
     let t = Instant::now();
-    let frame = simulated(meters, days, start, seed)?;
+    let frame = simulated(meters, days, start, seed, !no_temperature)?;
     let simulate_s = t.elapsed().as_secs_f64();
     let split = calendar.midnight(hour_of(start) + ((days - test_days) * 24) as i64);
     let train_frame: Vec<Series> = frame.iter().map(|s| s.before(split)).collect();
@@ -94,6 +139,25 @@ pub(crate) fn run(
         |_, _| {},
     );
     let backtest_s = t.elapsed().as_secs_f64();
+    // The same model when its temperature feed is lost (it was trained with one).
+    let temperature_lost = (!no_temperature).then(|| {
+        let blind: Vec<Series> = frame
+            .iter()
+            .map(|s| Series {
+                temperature: None,
+                ..s.clone()
+            })
+            .collect();
+        train::score(
+            &blind,
+            &[&model],
+            start_of(split),
+            start_of(end),
+            &calendar,
+            |_, _| {},
+        )
+        .pop()
+    });
 
     // Inference: the fleet's last five weeks, copied under new ids up to `inference_meters`.
     let at = start_of(end);
@@ -102,10 +166,9 @@ pub(crate) fn run(
         .map(|s| {
             let from = hour_of(at) - 35 * 24;
             Series {
-                meter_id: s.meter_id.clone(),
-                class: s.class,
                 start: from,
                 values: (from..hour_of(at)).map(|h| s.at(h)).collect(),
+                ..s.clone()
             }
         })
         .collect();
@@ -141,7 +204,7 @@ pub(crate) fn run(
         "timezone": timezone,
         "training": {
             "rows": model.rows,
-            "band_scale": model.band_scale,
+            "band_scales": model.band_scales(),
             "seconds": train_s,
             "peak_rss_bytes_before": rss_before,
             "peak_rss_bytes_after": rss_train,
@@ -151,6 +214,8 @@ pub(crate) fn run(
         "simulate_seconds": simulate_s,
         "backtest_seconds": backtest_s,
         "scores": scores,
+        "temperature": !no_temperature,
+        "scores_temperature_lost": temperature_lost,
         "inference": {
             "meters": inference_meters,
             "forecasts": forecasts.len(),

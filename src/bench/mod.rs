@@ -107,29 +107,7 @@ pub(crate) enum BenchCommand {
     /// Forecasting: simulates `--meters` × `--days` of hourly consumption, trains the model
     /// on all but the last `--test-days` (timed, peak memory), backtests day-ahead forecasts on
     /// those against both baselines, then times inference for `--inference-meters` meters.
-    Forecast {
-        /// Meters simulated
-        #[arg(long, default_value_t = 1000)]
-        meters: usize,
-        /// Days simulated
-        #[arg(long, default_value_t = 365)]
-        days: usize,
-        /// Days at the end backtested (not trained on)
-        #[arg(long, default_value_t = 28)]
-        test_days: usize,
-        /// First day (UTC midnight)
-        #[arg(long, default_value = "2025-01-01T00:00:00Z")]
-        start: chrono::DateTime<Utc>,
-        /// The fleet's seed
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Meters forecast in the timed inference
-        #[arg(long, default_value_t = 100_000)]
-        inference_meters: usize,
-        /// The learner's budget [default: ml.gbm.budget]
-        #[arg(long)]
-        budget: Option<f32>,
-    },
+    Forecast(forecast::ForecastArgs),
     /// Simultaneous meter connections: starts `meterstack up --dev` on loopback (data in a
     /// temporary directory), opens `--connections` MQTT connections to it and holds them,
     /// and reports the server's resident memory before and after, per connection.
@@ -168,23 +146,9 @@ pub(crate) async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> 
             println!("results: {}", out.display());
             Ok(())
         }
-        BenchCommand::Forecast {
-            meters,
-            days,
-            test_days,
-            start,
-            seed,
-            inference_meters,
-            budget,
-        } => {
-            let mut gbm = config.ml.gbm.clone();
-            if let Some(b) = budget {
-                gbm.budget = b;
-            }
-            let r = tokio::task::spawn_blocking(move || {
-                forecast::run(meters, days, test_days, start, seed, inference_meters, gbm)
-            })
-            .await??;
+        BenchCommand::Forecast(args) => {
+            let gbm = config.ml.gbm.clone();
+            let r = tokio::task::spawn_blocking(move || forecast::run(&args, gbm)).await??;
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }

@@ -20,7 +20,8 @@ fn ms(dir: &Path, args: &[&str]) -> (bool, String, String) {
         .current_dir(dir)
         // Five weeks: hold back 7 days for the band, backtest on them.
         .env("METERSTACK__ML__GBM__CALIBRATION_DAYS", "7")
-        .env("METERSTACK__ML__GBM__MAX_ROWS", "20000")
+        .env("METERSTACK__ML__GBM__MAX_ROWS", "10000")
+        .env("METERSTACK__ML__GBM__MAX_TREES", "20")
         .env("METERSTACK__ML__BACKTEST_DAYS", "7")
         .output()
         .expect("meterstack runs");
@@ -80,7 +81,7 @@ fn models_train_on_the_trusted_zone_register_backtest_and_roll_back() {
             .iter()
             .all(|s| s["hours"].as_u64().unwrap_or(0) > 1000)
     );
-    assert_eq!(list[0]["features"].as_array().map(Vec::len), Some(22));
+    assert_eq!(list[0]["features"].as_array().map(Vec::len), Some(24));
 
     let second = ok(
         dir,
@@ -200,7 +201,8 @@ fn up_trains_on_backfilled_history_and_serves_forecasts() {
     let env = [
         ("METERSTACK__ML__INTERVAL", "1s"),
         ("METERSTACK__ML__GBM__CALIBRATION_DAYS", "7"),
-        ("METERSTACK__ML__GBM__MAX_ROWS", "20000"),
+        ("METERSTACK__ML__GBM__MAX_ROWS", "10000"),
+        ("METERSTACK__ML__GBM__MAX_TREES", "20"),
         ("METERSTACK__ML__BACKTEST_DAYS", "7"),
     ];
     let ms = Meterstack::start(dir, &env);
@@ -278,7 +280,8 @@ fn the_ml_role_runs_as_its_own_process_on_kafka_s3_and_postgres() {
     for (k, v) in [
         ("METERSTACK__ML__INTERVAL", "1s"),
         ("METERSTACK__ML__GBM__CALIBRATION_DAYS", "7"),
-        ("METERSTACK__ML__GBM__MAX_ROWS", "20000"),
+        ("METERSTACK__ML__GBM__MAX_ROWS", "10000"),
+        ("METERSTACK__ML__GBM__MAX_TREES", "20"),
         ("METERSTACK__ML__BACKTEST_DAYS", "7"),
     ] {
         env.push((k.into(), v.into()));
@@ -333,4 +336,70 @@ fn the_ml_role_runs_as_its_own_process_on_kafka_s3_and_postgres() {
     assert!(runs >= 1.0, "{runs}");
     assert!(ml.terminate().success());
     assert!(api.terminate().success());
+}
+
+/// `meterstack import temperatures`: a file with bad rows is refused whole, or imported except
+/// those rows with `--skip-bad`; quarter-hour values become hourly means per area, which SQL
+/// shows in `temperatures`, and an hour imported again (a newer weather forecast) is replaced.
+#[test]
+fn temperature_imports_are_all_or_nothing_and_become_hourly_means() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let mut csv = String::from("area,ts,temperature_c\n");
+    for k in 0..8 {
+        let t = chrono::DateTime::from_timestamp(1_767_571_200 + k * 900, 0).expect("time");
+        csv.push_str(&format!("*,{},{}\n", t.to_rfc3339(), -2.0 + k as f64));
+    }
+    csv.push_str("F1,2026-01-05T00:00:00Z,12\n");
+    csv.push_str("F1,2026-01-05T01:00:00Z,-120\n");
+    std::fs::write(dir.join("temps.csv"), &csv).expect("write");
+    let (success, _, stderr) = ms(dir, &["import", "temperatures", "temps.csv"]);
+    assert!(!success, "bad rows must refuse the file");
+    assert!(
+        stderr.contains("1 bad rows") && stderr.contains("line 11") && stderr.contains("outside"),
+        "{stderr}"
+    );
+    let sql =
+        "SELECT area, CAST(ts AS VARCHAR) AS ts, temperature_c FROM temperatures ORDER BY area, ts";
+    assert_eq!(
+        ok(dir, &["sql", "SELECT count(*) AS n FROM temperatures"]),
+        "n\n0\n",
+        "nothing may be written"
+    );
+    let report: Value = serde_json::from_str(&ok(
+        dir,
+        &[
+            "import",
+            "temperatures",
+            "temps.csv",
+            "--skip-bad",
+            "--json",
+        ],
+    ))
+    .expect("json");
+    assert_eq!(
+        (
+            report["rows"].as_u64(),
+            report["hours"].as_u64(),
+            report["bad_rows"].as_u64()
+        ),
+        (Some(10), Some(3), Some(1)),
+        "{report}"
+    );
+    std::fs::write(
+        dir.join("newer.csv"),
+        "area,ts,temperature_c\nF1,1767571200000,9.5\n",
+    )
+    .expect("write");
+    ok(dir, &["import", "temperatures", "newer.csv"]);
+    let rows: Vec<String> = ok(dir, &["sql", sql]).lines().map(str::to_owned).collect();
+    assert_eq!(
+        rows,
+        vec![
+            "area,ts,temperature_c",
+            "*,2026-01-05T00:00:00Z,-0.5",
+            "*,2026-01-05T01:00:00Z,3.5",
+            "F1,2026-01-05T00:00:00Z,9.5",
+        ],
+    );
 }

@@ -82,16 +82,16 @@ const CHUNK: usize = 200;
 
 /// `($k+1, …, $k+n)` for row `i` of `n` columns: placeholders in order of first appearance,
 /// which is how SQLite numbers them.
-fn placeholders(i: usize, n: usize) -> String {
+pub(super) fn placeholders(i: usize, n: usize) -> String {
     let cols: Vec<String> = (1..=n).map(|c| format!("${}", i * n + c)).collect();
     format!("({})", cols.join(", "))
 }
 
-fn micros(t: DateTime<Utc>) -> i64 {
+pub(super) fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
-fn instant(us: i64) -> DateTime<Utc> {
+pub(super) fn instant(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or_default()
 }
 

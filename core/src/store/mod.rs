@@ -1,6 +1,6 @@
 //! The SQL store: the meter registry, meter credentials and connectivity, API keys,
-//! alerts with their lifecycle, alert delivery (event feed, subscriptions, outbox), and
-//! forecasts.
+//! alerts with their lifecycle, alert delivery (event feed, subscriptions, outbox),
+//! forecasts, and the temperatures forecasting may use.
 //!
 //! One implementation over sqlx's `Any` driver: SQLite (default, a file in the data
 //! directory) or PostgreSQL (`store.url = "postgres://…"`), with the same migrations
@@ -13,6 +13,7 @@ pub mod forecasts;
 pub mod keys;
 pub mod meters;
 pub mod secret;
+pub mod temperatures;
 #[cfg(test)]
 mod tests;
 pub mod webhooks;

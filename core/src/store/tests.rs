@@ -110,6 +110,36 @@ macro_rules! suite {
             }
 
             #[tokio::test]
+            async fn temperatures_upsert_idempotently_and_a_newer_import_replaces_an_hour() {
+                use super::super::temperatures::Temperature;
+                let (_dir, store) = open().await;
+                let t0 = chrono::DateTime::parse_from_rfc3339("2026-01-05T00:00:00Z").unwrap().with_timezone(&Utc);
+                let rows = |area: &str, n: i64, base: f64| -> Vec<Temperature> {
+                    (0..n).map(|h| Temperature { area: area.into(), ts: t0 + TimeDelta::hours(h), celsius: base + (h % 50) as f64 }).collect()
+                };
+                // More hours than one INSERT statement holds, two areas.
+                let mut all = rows("*", 400, -5.0);
+                all.extend(rows("F1", 24, 1.0));
+                assert_eq!(store.upsert_temperatures(&all).await.unwrap(), 424);
+                store.upsert_temperatures(&all).await.unwrap();
+                let read = store.temperatures(t0, t0 + TimeDelta::hours(500)).await.unwrap();
+                assert_eq!(read.len(), 424);
+                assert_eq!(read[0], Temperature { area: "*".into(), ts: t0, celsius: -5.0 });
+                // A forecast imported again later replaces its hours; one write naming an hour
+                // twice keeps the later value.
+                let mut newer = rows("F1", 2, 10.0);
+                newer.push(Temperature { area: "F1".into(), ts: t0, celsius: 12.5 });
+                store.upsert_temperatures(&newer).await.unwrap();
+                let f1: Vec<f64> = store.temperatures(t0, t0 + TimeDelta::hours(3)).await.unwrap()
+                    .into_iter().filter(|t| t.area == "F1").map(|t| t.celsius).collect();
+                assert_eq!(f1, vec![12.5, 11.0, 3.0]);
+                // Not a plausible temperature: refused, nothing written.
+                let bad = vec![Temperature { area: "F2".into(), ts: t0, celsius: 15.0 }, Temperature { area: "F2".into(), ts: t0 + TimeDelta::hours(1), celsius: f64::NAN }];
+                assert!(matches!(store.upsert_temperatures(&bad).await, Err(StoreError::Invalid(_))));
+                assert_eq!(store.temperatures(t0, t0 + TimeDelta::hours(500)).await.unwrap().len(), 424);
+            }
+
+            #[tokio::test]
             async fn meters_crud_paging_and_filters() {
                 let (_d, store) = open().await;
                 let fields = MeterFields {

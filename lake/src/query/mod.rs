@@ -170,7 +170,8 @@ impl Lake {
         })
     }
 
-    /// Adds the tables kept in the SQL store `store`: `meters` and `alerts`.
+    /// Adds the tables kept in the SQL store `store`: `meters`, `alerts`, `forecasts` and
+    /// `temperatures`.
     pub fn with_store(mut self, store: SqlStore) -> Self {
         self.sql_store = Some(store);
         self
@@ -213,7 +214,7 @@ impl Lake {
             ctx.register_table(table.name(), Arc::new(ListingTable::try_new(config)?))?;
         }
         if let Some(store) = &self.sql_store {
-            use store_tables::{Alerts, Forecasts, Meters, StoreTable};
+            use store_tables::{Alerts, Forecasts, Meters, StoreTable, Temperatures};
             let meters: Arc<dyn TableProvider> = Arc::new(StoreTable::<Meters>::new(store.clone()));
             ctx.register_table("meters", meters)?;
             let alerts: Arc<dyn TableProvider> = Arc::new(StoreTable::<Alerts>::new(store.clone()));
@@ -221,6 +222,9 @@ impl Lake {
             let forecasts: Arc<dyn TableProvider> =
                 Arc::new(StoreTable::<Forecasts>::new(store.clone()));
             ctx.register_table("forecasts", forecasts)?;
+            let temperatures: Arc<dyn TableProvider> =
+                Arc::new(StoreTable::<Temperatures>::new(store.clone()));
+            ctx.register_table("temperatures", temperatures)?;
         }
         Ok(ctx)
     }

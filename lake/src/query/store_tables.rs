@@ -1,5 +1,6 @@
 //! Tables over the SQL store, read whole at each query: `meters` (the registry), `alerts`
-//! (the alert lifecycle) and `forecasts` (each meter's newest forecast per hour). A [`StoreRows`] kind says how its rows page out of the store and
+//! (the alert lifecycle), `forecasts` (each meter's newest forecast per hour) and
+//! `temperatures` (outdoor temperature per area and hour). A [`StoreRows`] kind says how its rows page out of the store and
 //! become one Arrow batch; [`StoreTable`] is the query engine's provider for any of them.
 
 use std::marker::PhantomData;
@@ -23,6 +24,7 @@ use meterstack_core::store::SqlStore;
 use meterstack_core::store::alerts::{AlertFilter, StoredAlert};
 use meterstack_core::store::forecasts::ForecastRow;
 use meterstack_core::store::meters::{Meter, MeterFilter};
+use meterstack_core::store::temperatures::Temperature;
 
 /// Rows one store request reads (the store pages them).
 const PAGE: u32 = 1000;
@@ -306,6 +308,42 @@ impl StoreRows for Forecasts {
                     .collect::<StringArray>(),
             ),
             utc_micros(rows.iter().map(|r| Some(r.made_at))),
+        ];
+        Ok(RecordBatch::try_new(Self::columns(), columns)?)
+    }
+}
+
+/// `temperatures`: outdoor temperature per area (a feeder, or `*`) and hour, °C.
+#[derive(Debug)]
+pub struct Temperatures;
+
+#[async_trait]
+impl StoreRows for Temperatures {
+    fn columns() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("area", DataType::Utf8, false),
+            Field::new("ts", timestamp_type(), false),
+            Field::new("temperature_c", DataType::Float64, false),
+        ]))
+    }
+
+    async fn batch(store: &SqlStore) -> Result<RecordBatch> {
+        let rows: Vec<Temperature> = store
+            .temperatures(DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.area.as_str()))
+                    .collect::<StringArray>(),
+            ),
+            utc_micros(rows.iter().map(|r| Some(r.ts))),
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.celsius))
+                    .collect::<Float64Array>(),
+            ),
         ];
         Ok(RecordBatch::try_new(Self::columns(), columns)?)
     }
