@@ -192,12 +192,10 @@ pub(crate) async fn import(command: ImportCommand, config: &Config) -> anyhow::R
     let report = meterstack_lake::import::import(&file, store, &options, progress).await;
     bar.finish_and_clear();
     let report = report.with_context(|| format!("cannot import {}", file.display()))?;
-    let mut out = std::io::stdout().lock();
-    if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
-    } else {
-        writeln!(
-            out,
+    print_report(
+        json,
+        &report,
+        &format!(
             "{} rows ({:?} form): {} readings in {} raw files ({} bytes); {} bad rows skipped; {:.1} s, {:.0} readings/s",
             report.rows,
             report.form,
@@ -207,12 +205,9 @@ pub(crate) async fn import(command: ImportCommand, config: &Config) -> anyhow::R
             report.bad_rows,
             report.seconds,
             report.readings_per_s
-        )?;
-        for b in &report.first_bad {
-            writeln!(out, "  line {}: {}", b.line, b.reason)?;
-        }
-    }
-    Ok(())
+        ),
+        &report.first_bad,
+    )
 }
 
 async fn import_temperatures(
@@ -225,20 +220,34 @@ async fn import_temperatures(
     let report = meterstack_ml::weather::import(file, &store, skip_bad)
         .await
         .with_context(|| format!("cannot import {}", file.display()))?;
-    let mut out = std::io::stdout().lock();
-    if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
-    } else {
-        writeln!(
-            out,
+    print_report(
+        json,
+        &report,
+        &format!(
             "{} rows: {} hours of {} areas ({}); {} bad rows skipped",
             report.rows,
             report.hours,
             report.areas.len(),
             report.areas.join(", "),
             report.bad_rows
-        )?;
-        for b in &report.first_bad {
+        ),
+        &report.first_bad,
+    )
+}
+
+/// An import's report: as JSON, or its `summary` and the first bad rows by line.
+fn print_report(
+    json: bool,
+    report: &impl serde::Serialize,
+    summary: &str,
+    first_bad: &[meterstack_lake::import::BadRow],
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(report)?)?;
+    } else {
+        writeln!(out, "{summary}")?;
+        for b in first_bad {
             writeln!(out, "  line {}: {}", b.line, b.reason)?;
         }
     }

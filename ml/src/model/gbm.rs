@@ -228,13 +228,9 @@ impl Stage {
             .collect()
     }
 
-    /// The band scale that makes p10–p90 cover 80 % of `rows`.
-    fn calibrate(&self, rows: &Rows) -> f64 {
-        if rows.len() < 100 {
-            return 1.0;
-        }
-        let (data, n) = rows.matrix();
-        let raw = self.raw(&Matrix::new(&data, n, WIDTH), &rows.anchors);
+    /// The band scale that makes p10–p90 cover 80 % of `rows` (whose features are `matrix`).
+    fn calibrate(&self, matrix: &Matrix<'_, f64>, rows: &Rows) -> f64 {
+        let raw = self.raw(matrix, &rows.anchors);
         // For each row, the smallest scale that covers it.
         let mut needed: Vec<f64> = raw
             .iter()
@@ -365,6 +361,7 @@ impl Gbm {
             });
             let validation = validation.filter(|v| v.len() >= 100);
             let held = validation.as_ref().map(Rows::matrix);
+            let held = held.as_ref().map(|(data, n)| Matrix::new(data, *n, WIDTH));
             let (data, n) = train.matrix();
             let matrix = Matrix::new(&data, n, WIDTH);
             // Weights of mean 1: the learner's regularisation works on sums of weights, so
@@ -387,9 +384,8 @@ impl Gbm {
                 }
                 b.fit(&matrix, &train.targets(j), Some(&weight), None)
                     .map_err(|e| ModelError::Training(e.to_string()))?;
-                if let (Some(v), Some((data, n))) = (&validation, &held) {
-                    let m = Matrix::new(data, *n, WIDTH);
-                    cut_where_best(&mut b, q, &m, &v.targets(j), &v.weight);
+                if let (Some(v), Some(m)) = (&validation, &held) {
+                    cut_where_best(&mut b, q, m, &v.targets(j), &v.weight);
                 }
                 boosters.push(b);
             }
@@ -397,8 +393,8 @@ impl Gbm {
                 boosters,
                 band_scale: 1.0,
             };
-            if let Some(v) = &validation {
-                stage.band_scale = stage.calibrate(v);
+            if let (Some(v), Some(m)) = (&validation, &held) {
+                stage.band_scale = stage.calibrate(m, v);
             }
             model.rows += n;
             model.stages.push(stage);
