@@ -350,7 +350,15 @@ fn webhooks_arrive_once_each_on_schedule_across_a_restart() {
             .is_some_and(|r| r.contains("410")),
         "{sub}"
     );
-    assert_eq!(receiver.on("/gone").len(), 1);
+    // Nothing was sent to /gone after its 410: it received only attempts that were in flight
+    // when the first answer came (the two alerts opened at once may take two lanes; counting
+    // one request raced that, seen on CI), none of the events after the restart.
+    let gone_requests = receiver.on("/gone");
+    assert!(
+        (1..=2).contains(&gone_requests.len())
+            && gone_requests.iter().all(|r| r["type"] == "alert.opened"),
+        "{gone_requests:#?}"
+    );
 
     // The slow receiver held none of this up: /ok's first attempt of every event came within
     // two seconds of the event (the slow one's attempts time out after 2 s, in their own lanes).
