@@ -15,7 +15,7 @@ use crate::calendar::Calendar;
 use crate::series::{Hour, Series};
 
 /// The feature names, in column order (stored with each model).
-pub const NAMES: [&str; 24] = [
+pub const NAMES: [&str; 25] = [
     "lag_1d",
     "lag_2d",
     "lag_7d",
@@ -40,6 +40,7 @@ pub const NAMES: [&str; 24] = [
     "class",
     "temperature",
     "temperature_vs_7d",
+    "profile_cluster",
 ];
 
 /// Number of features.
@@ -84,6 +85,17 @@ fn class_code(class: Option<MeterClass>) -> f64 {
     }
 }
 
+/// What a meter's rows share at one origin.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Origin {
+    /// The origin: the first hour not known.
+    pub hour: Hour,
+    /// The meter's [`level`] there, Wh.
+    pub level: f64,
+    /// Its load-profile cluster there ([`crate::profiles`]; `NaN` when unknown).
+    pub cluster: f64,
+}
+
 /// Values of `series` at `hours` that are known before `origin`.
 fn known(series: &Series, origin: Hour, hours: impl Iterator<Item = Hour>, out: &mut Vec<f64>) {
     out.clear();
@@ -95,17 +107,17 @@ fn known(series: &Series, origin: Hour, hours: impl Iterator<Item = Hour>, out: 
     );
 }
 
-/// Writes the features of hour `target` forecast at `origin` (`target >= origin`) into `row`,
-/// energies divided by `level`. `scratch` is reused between calls.
+/// Writes the features of hour `target` forecast at `at` (`target >= at.hour`) into `row`,
+/// energies divided by the level. `scratch` is reused between calls.
 pub fn row(
     series: &Series,
-    origin: Hour,
+    at: &Origin,
     target: Hour,
-    level: f64,
     calendar: &Calendar,
     scratch: &mut Vec<f64>,
     row: &mut [f64; WIDTH],
 ) {
+    let (origin, level, cluster) = (at.hour, at.level, at.cluster);
     let at = |h: Hour| {
         if h < origin {
             series.at(h) / level
@@ -168,6 +180,7 @@ pub fn row(
             .filter(|v| v.is_finite()),
     );
     row[23] = t - mean(scratch);
+    row[24] = cluster;
 }
 
 #[cfg(test)]
@@ -183,25 +196,21 @@ mod tests {
             s.set(h, 100.0 + (h % 24) as f64);
         }
         let origin = 24 * 30;
-        let level = level(&s, origin).unwrap_or_default();
+        let at = Origin {
+            hour: origin,
+            level: level(&s, origin).unwrap_or_default(),
+            cluster: 1.0,
+        };
         let mut scratch = Vec::new();
         let mut before = [0.0; WIDTH];
         let mut after = [0.0; WIDTH];
         for target in origin..origin + 48 {
-            row(&s, origin, target, level, &cal, &mut scratch, &mut before);
+            row(&s, &at, target, &cal, &mut scratch, &mut before);
             let mut spiked = s.clone();
             for h in origin..s.end() {
                 spiked.set(h, 1.0e9);
             }
-            row(
-                &spiked,
-                origin,
-                target,
-                level,
-                &cal,
-                &mut scratch,
-                &mut after,
-            );
+            row(&spiked, &at, target, &cal, &mut scratch, &mut after);
             for (i, (a, b)) in before.iter().zip(&after).enumerate() {
                 assert!(
                     a.to_bits() == b.to_bits(),
@@ -211,17 +220,9 @@ mod tests {
             }
         }
         // The second day ahead has no lag of one day.
-        row(
-            &s,
-            origin,
-            origin + 30,
-            level,
-            &cal,
-            &mut scratch,
-            &mut before,
-        );
+        row(&s, &at, origin + 30, &cal, &mut scratch, &mut before);
         assert!(before[0].is_nan());
-        assert!((before[1] * level - (100.0 + 6.0)).abs() < 1e-9);
+        assert!((before[1] * at.level - (100.0 + 6.0)).abs() < 1e-9);
     }
 
     #[test]
@@ -237,10 +238,15 @@ mod tests {
         let origin = 24 * 30;
         let mut scratch = Vec::new();
         let mut r = [0.0; WIDTH];
-        row(&s, origin, origin + 5, 100.0, &cal, &mut scratch, &mut r);
+        let at = Origin {
+            hour: origin,
+            level: 100.0,
+            cluster: f64::NAN,
+        };
+        row(&s, &at, origin + 5, &cal, &mut scratch, &mut r);
         assert!(r[22].is_nan() && r[23].is_nan(), "no series: unknown");
         s.temperature = Some(std::sync::Arc::new(t));
-        row(&s, origin, origin + 5, 100.0, &cal, &mut scratch, &mut r);
+        row(&s, &at, origin + 5, &cal, &mut scratch, &mut r);
         assert_eq!((r[22], r[23]), (0.0, -5.0));
     }
 }

@@ -5,6 +5,7 @@
 //! - [`calendar`]: the utility's time zone and holidays.
 //! - [`features`]: what a model may know at a forecast's origin (nothing at or after it).
 //! - [`model`]: the interface, the baselines and the learned global model.
+//! - [`profiles`]: load-profile clusters (k-means over the shapes of the meters' days).
 //! - [`backtest`]: day-ahead forecasts from every midnight of a window, scored.
 //! - [`source`]: the frame from the trusted zone's `readings_hourly`.
 //! - [`registry`]: model versions in the lake's object store, one of them current.
@@ -25,6 +26,7 @@ pub mod deviation;
 pub mod features;
 pub mod inference;
 pub mod model;
+pub mod profiles;
 pub mod registry;
 pub mod series;
 pub mod service;

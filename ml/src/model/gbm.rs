@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Forecaster, ModelError, ModelKind, Quantiles};
 use crate::calendar::Calendar;
-use crate::features::{self, WIDTH};
+use crate::features::{self, Origin, WIDTH};
+use crate::profiles::Profiles;
 use crate::series::{Hour, Series};
 
 /// `[ml.gbm]`: how the model learns.
@@ -45,6 +46,9 @@ pub struct GbmConfig {
     pub calibration_days: usize,
     /// Threads (0: all cores).
     pub threads: usize,
+    /// Load-profile clusters (k-means over the shapes of the meters' days) given to the
+    /// model as a feature; 0 leaves it out.
+    pub clusters: usize,
     /// Seed of the sampling and the learner.
     pub seed: u64,
 }
@@ -59,6 +63,7 @@ impl Default for GbmConfig {
             horizon: 72,
             calibration_days: 14,
             threads: 0,
+            clusters: 6,
             seed: 1,
         }
     }
@@ -121,8 +126,10 @@ fn anchors(row: &[f64; WIDTH]) -> [f64; 3] {
 
 /// The rows of `origins` for the hours `ahead` of each (those whose targets fall before
 /// `until`), each kept with probability `keep`.
+#[allow(clippy::too_many_arguments)]
 fn rows(
     frame: &[&Series],
+    profiles: &Profiles,
     origins: &[Hour],
     until: Hour,
     ahead: Range<Hour>,
@@ -141,12 +148,18 @@ fn rows(
             let Some(level) = features::level(s, origin) else {
                 continue;
             };
+            let mut at = None;
             for target in origin + ahead.start..(origin + ahead.end).min(until) {
                 let y = s.at(target);
                 if !y.is_finite() || draw(seed, i as u64, target * 64 + (target - origin)) >= keep {
                     continue;
                 }
-                features::row(s, origin, target, level, calendar, &mut scratch, &mut row);
+                let at = at.get_or_insert_with(|| Origin {
+                    hour: origin,
+                    level,
+                    cluster: profiles.cluster(s, origin),
+                });
+                features::row(s, at, target, calendar, &mut scratch, &mut row);
                 for (c, v) in out.columns.iter_mut().zip(row) {
                     c.push(v);
                 }
@@ -259,6 +272,8 @@ pub struct Gbm {
     pub features: Vec<String>,
     /// One per day ahead: hours 0–23 after the origin, 24–47, …
     stages: Vec<Stage>,
+    /// The load-profile clusters of the `profile_cluster` feature.
+    profiles: Profiles,
     /// Rows trained on, all days ahead.
     pub rows: usize,
 }
@@ -268,6 +283,7 @@ impl std::fmt::Debug for Gbm {
         f.debug_struct("Gbm")
             .field("features", &self.features.len())
             .field("band_scales", &self.band_scales())
+            .field("clusters", &self.profiles.len())
             .field(
                 "trees",
                 &self
@@ -318,6 +334,7 @@ impl Gbm {
         let mut model = Self {
             features: features::NAMES.iter().map(|s| (*s).to_owned()).collect(),
             stages: Vec::new(),
+            profiles: Profiles::fit(frame, train_until, config.clusters)?,
             rows: 0,
         };
         for first_hour in (0..config.horizon).step_by(STAGE_HOURS) {
@@ -328,6 +345,7 @@ impl Gbm {
             let seed = config.seed ^ ((first_hour as u64) << 32);
             let train = rows(
                 frame,
+                &model.profiles,
                 train_origins,
                 train_until,
                 ahead.clone(),
@@ -351,6 +369,7 @@ impl Gbm {
                 .min(1.0);
                 rows(
                     frame,
+                    &model.profiles,
                     cal_origins,
                     until,
                     ahead.clone(),
@@ -418,6 +437,7 @@ impl Gbm {
             serde_json::from_slice(bytes).map_err(|e| ModelError::Artifact(e.to_string()))?;
         let names: Vec<&str> = model.features.iter().map(String::as_str).collect();
         if names != features::NAMES
+            || !model.profiles.is_valid()
             || model.stages.is_empty()
             || model
                 .stages
@@ -449,7 +469,16 @@ impl Forecaster for Gbm {
             p50: f64::NAN,
             p90: f64::NAN,
         };
-        let levels: Vec<Option<f64>> = series.iter().map(|s| features::level(s, origin)).collect();
+        let origins: Vec<Option<Origin>> = series
+            .iter()
+            .map(|s| {
+                features::level(s, origin).map(|level| Origin {
+                    hour: origin,
+                    level,
+                    cluster: self.profiles.cluster(s, origin),
+                })
+            })
+            .collect();
         let mut out = vec![vec![nan; hours]; series.len()];
         let mut scratch = Vec::new();
         let mut row = [0.0; WIDTH];
@@ -462,15 +491,15 @@ impl Forecaster for Gbm {
                 .collect();
             let mut at = Vec::with_capacity(series.len() * ahead.len());
             let mut rows_anchors = Vec::with_capacity(series.len() * ahead.len());
-            for (i, (s, level)) in series.iter().zip(&levels).enumerate() {
-                let Some(level) = *level else { continue };
+            for (i, (s, o)) in series.iter().zip(&origins).enumerate() {
+                let Some(o) = o else { continue };
                 for k in ahead.clone() {
                     let target = origin + k as Hour;
-                    features::row(s, origin, target, level, calendar, &mut scratch, &mut row);
+                    features::row(s, o, target, calendar, &mut scratch, &mut row);
                     for (c, v) in columns.iter_mut().zip(row) {
                         c.push(v);
                     }
-                    at.push((i, k, level));
+                    at.push((i, k, o.level));
                     rows_anchors.push(anchors(&row));
                 }
             }
