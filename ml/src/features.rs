@@ -12,6 +12,7 @@
 use meterstack_core::store::meters::MeterClass;
 
 use crate::calendar::Calendar;
+use crate::profiles::Profiles;
 use crate::series::{Hour, Series};
 
 /// The feature names, in column order (stored with each model).
@@ -96,6 +97,17 @@ pub struct Origin {
     pub cluster: f64,
 }
 
+impl Origin {
+    /// `series`' origin `hour`: `None` when it has no [`level`] there.
+    pub fn of(series: &Series, hour: Hour, profiles: &Profiles) -> Option<Self> {
+        Some(Self {
+            hour,
+            level: level(series, hour)?,
+            cluster: profiles.cluster(series, hour),
+        })
+    }
+}
+
 /// Values of `series` at `hours` that are known before `origin`.
 fn known(series: &Series, origin: Hour, hours: impl Iterator<Item = Hour>, out: &mut Vec<f64>) {
     out.clear();
@@ -107,17 +119,17 @@ fn known(series: &Series, origin: Hour, hours: impl Iterator<Item = Hour>, out: 
     );
 }
 
-/// Writes the features of hour `target` forecast at `at` (`target >= at.hour`) into `row`,
-/// energies divided by the level. `scratch` is reused between calls.
+/// Writes the features of hour `target` forecast at `start` (`target >= start.hour`) into
+/// `row`, energies divided by the level. `scratch` is reused between calls.
 pub fn row(
     series: &Series,
-    at: &Origin,
+    start: &Origin,
     target: Hour,
     calendar: &Calendar,
     scratch: &mut Vec<f64>,
     row: &mut [f64; WIDTH],
 ) {
-    let (origin, level, cluster) = (at.hour, at.level, at.cluster);
+    let (origin, level) = (start.hour, start.level);
     let at = |h: Hour| {
         if h < origin {
             series.at(h) / level
@@ -180,7 +192,7 @@ pub fn row(
             .filter(|v| v.is_finite()),
     );
     row[23] = t - mean(scratch);
-    row[24] = cluster;
+    row[24] = start.cluster;
 }
 
 #[cfg(test)]

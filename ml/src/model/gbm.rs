@@ -145,27 +145,21 @@ fn rows(
     let mut row = [0.0; WIDTH];
     for (i, s) in frame.iter().enumerate() {
         for &origin in origins {
-            let Some(level) = features::level(s, origin) else {
+            let Some(at) = Origin::of(s, origin, profiles) else {
                 continue;
             };
-            let mut at = None;
             for target in origin + ahead.start..(origin + ahead.end).min(until) {
                 let y = s.at(target);
                 if !y.is_finite() || draw(seed, i as u64, target * 64 + (target - origin)) >= keep {
                     continue;
                 }
-                let at = at.get_or_insert_with(|| Origin {
-                    hour: origin,
-                    level,
-                    cluster: profiles.cluster(s, origin),
-                });
-                features::row(s, at, target, calendar, &mut scratch, &mut row);
+                features::row(s, &at, target, calendar, &mut scratch, &mut row);
                 for (c, v) in out.columns.iter_mut().zip(row) {
                     c.push(v);
                 }
-                out.y.push(y / level);
+                out.y.push(y / at.level);
                 out.anchors.push(anchors(&row));
-                out.weight.push(level);
+                out.weight.push(at.level);
             }
         }
     }
@@ -471,13 +465,7 @@ impl Forecaster for Gbm {
         };
         let origins: Vec<Option<Origin>> = series
             .iter()
-            .map(|s| {
-                features::level(s, origin).map(|level| Origin {
-                    hour: origin,
-                    level,
-                    cluster: self.profiles.cluster(s, origin),
-                })
-            })
+            .map(|s| Origin::of(s, origin, &self.profiles))
             .collect();
         let mut out = vec![vec![nan; hours]; series.len()];
         let mut scratch = Vec::new();
