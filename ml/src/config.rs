@@ -101,13 +101,15 @@ impl MlConfig {
             );
         }
         let g = &self.gbm;
-        if !(g.budget.is_finite() && g.budget > 0.0)
+        let positive = |v: f32| v.is_finite() && v > 0.0;
+        if !(positive(g.budget) && positive(g.band_budget) && positive(g.memory_gb))
+            || g.band_max_trees == 0
             || g.max_rows < 1000
+            || g.band_rows < 1000
             || g.horizon == 0
             || g.max_trees == 0
-            || !(g.memory_gb.is_finite() && g.memory_gb > 0.0)
         {
-            return Err("ml.gbm needs a positive budget and memory_gb, max_trees ≥ 1, max_rows ≥ 1000 and horizon ≥ 1".into());
+            return Err("ml.gbm needs a positive budget, band_budget and memory_gb, max_trees and band_max_trees ≥ 1, max_rows and band_rows ≥ 1000 and horizon ≥ 1".into());
         }
         Ok(())
     }

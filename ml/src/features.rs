@@ -11,7 +11,7 @@
 
 use meterstack_core::store::meters::MeterClass;
 
-use crate::calendar::Calendar;
+use crate::calendar::LocalHour;
 use crate::profiles::Profiles;
 use crate::series::{Hour, Series};
 
@@ -86,24 +86,45 @@ fn class_code(class: Option<MeterClass>) -> f64 {
     }
 }
 
-/// What a meter's rows share at one origin.
+/// What a meter's rows share at one origin: computed once per meter and origin, not per
+/// forecast hour.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Origin {
     /// The origin: the first hour not known.
     pub hour: Hour,
     /// The meter's [`level`] there, Wh.
     pub level: f64,
-    /// Its load-profile cluster there ([`crate::profiles`]; `NaN` when unknown).
-    pub cluster: f64,
+    /// The features that depend on the origin only (`last_day_mean` … `log_level`, `class`,
+    /// `profile_cluster`), energies relative to the level.
+    shared: [(usize, f64); 7],
 }
 
 impl Origin {
     /// `series`' origin `hour`: `None` when it has no [`level`] there.
     pub fn of(series: &Series, hour: Hour, profiles: &Profiles) -> Option<Self> {
+        let level = level(series, hour)?;
+        let mut scratch = Vec::with_capacity(672);
+        known(series, hour, hour - 24..hour, &mut scratch);
+        let (day_mean, day_max) = (
+            mean(&scratch),
+            scratch.iter().copied().fold(f64::NAN, f64::max),
+        );
+        known(series, hour, hour - 672..hour, &mut scratch);
+        let month_mean = mean(&scratch);
+        known(series, hour, hour - 168..hour, &mut scratch);
+        let week_low = quantile(&mut scratch, 0.05);
         Some(Self {
             hour,
-            level: level(series, hour)?,
-            cluster: profiles.cluster(series, hour),
+            level,
+            shared: [
+                (11, day_mean / level),
+                (12, day_max / level),
+                (13, month_mean / level),
+                (14, week_low / level),
+                (15, level.ln()),
+                (21, class_code(series.class)),
+                (24, profiles.cluster(series, hour)),
+            ],
         })
     }
 }
@@ -119,13 +140,14 @@ fn known(series: &Series, origin: Hour, hours: impl Iterator<Item = Hour>, out: 
     );
 }
 
-/// Writes the features of hour `target` forecast at `start` (`target >= start.hour`) into
-/// `row`, energies divided by the level. `scratch` is reused between calls.
+/// Writes the features of hour `target` (whose local facts are `local`) forecast at `start`
+/// (`target >= start.hour`) into `row`, energies divided by the level. `scratch` is reused
+/// between calls.
 pub fn row(
     series: &Series,
     start: &Origin,
     target: Hour,
-    calendar: &Calendar,
+    local: LocalHour,
     scratch: &mut Vec<f64>,
     row: &mut [f64; WIDTH],
 ) {
@@ -167,21 +189,14 @@ pub fn row(
     row[9] = quantile(scratch, 0.5) / level;
     known(series, origin, same_hour(28), scratch);
     row[10] = quantile(scratch, 0.5) / level;
-    known(series, origin, origin - 24..origin, scratch);
-    row[11] = mean(scratch) / level;
-    row[12] = scratch.iter().copied().fold(f64::NAN, f64::max) / level;
-    known(series, origin, origin - 672..origin, scratch);
-    row[13] = mean(scratch) / level;
-    known(series, origin, origin - 168..origin, scratch);
-    row[14] = quantile(scratch, 0.05) / level;
-    row[15] = level.ln();
-    let local = calendar.local(target);
+    for (i, v) in start.shared {
+        row[i] = v;
+    }
     row[16] = f64::from(local.hour);
     row[17] = f64::from(local.weekday);
     row[18] = f64::from(u8::from(local.holiday));
     row[19] = f64::from(u8::from(local.holiday || local.weekday >= 5));
     row[20] = (target - origin + 1) as f64;
-    row[21] = class_code(series.class);
     // How much warmer or colder the target hour is than the days the same-hour features saw.
     let t = series.temperature_at(target);
     row[22] = t;
@@ -192,13 +207,12 @@ pub fn row(
             .filter(|v| v.is_finite()),
     );
     row[23] = t - mean(scratch);
-    row[24] = start.cluster;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calendar::CalendarConfig;
+    use crate::calendar::{Calendar, CalendarConfig};
 
     #[test]
     fn features_read_nothing_at_or_after_the_origin() {
@@ -208,21 +222,23 @@ mod tests {
             s.set(h, 100.0 + (h % 24) as f64);
         }
         let origin = 24 * 30;
-        let at = Origin {
-            hour: origin,
-            level: level(&s, origin).unwrap_or_default(),
-            cluster: 1.0,
-        };
+        let mut spiked = s.clone();
+        for h in origin..s.end() {
+            spiked.set(h, 1.0e9);
+        }
+        let profiles = Profiles::default();
+        let at = Origin::of(&s, origin, &profiles).unwrap_or_else(|| panic!("no level"));
+        let spiked_at =
+            Origin::of(&spiked, origin, &profiles).unwrap_or_else(|| panic!("no level"));
+        // (Its shared features are compared bit for bit in every row below.)
+        assert_eq!(at.level, spiked_at.level);
         let mut scratch = Vec::new();
         let mut before = [0.0; WIDTH];
         let mut after = [0.0; WIDTH];
         for target in origin..origin + 48 {
-            row(&s, &at, target, &cal, &mut scratch, &mut before);
-            let mut spiked = s.clone();
-            for h in origin..s.end() {
-                spiked.set(h, 1.0e9);
-            }
-            row(&spiked, &at, target, &cal, &mut scratch, &mut after);
+            let local = cal.local(target);
+            row(&s, &at, target, local, &mut scratch, &mut before);
+            row(&spiked, &spiked_at, target, local, &mut scratch, &mut after);
             for (i, (a, b)) in before.iter().zip(&after).enumerate() {
                 assert!(
                     a.to_bits() == b.to_bits(),
@@ -232,7 +248,14 @@ mod tests {
             }
         }
         // The second day ahead has no lag of one day.
-        row(&s, &at, origin + 30, &cal, &mut scratch, &mut before);
+        row(
+            &s,
+            &at,
+            origin + 30,
+            cal.local(origin + 30),
+            &mut scratch,
+            &mut before,
+        );
         assert!(before[0].is_nan());
         assert!((before[1] * at.level - (100.0 + 6.0)).abs() < 1e-9);
     }
@@ -250,15 +273,12 @@ mod tests {
         let origin = 24 * 30;
         let mut scratch = Vec::new();
         let mut r = [0.0; WIDTH];
-        let at = Origin {
-            hour: origin,
-            level: 100.0,
-            cluster: f64::NAN,
-        };
-        row(&s, &at, origin + 5, &cal, &mut scratch, &mut r);
+        let at = Origin::of(&s, origin, &Profiles::default()).unwrap_or_else(|| panic!("no level"));
+        let local = cal.local(origin + 5);
+        row(&s, &at, origin + 5, local, &mut scratch, &mut r);
         assert!(r[22].is_nan() && r[23].is_nan(), "no series: unknown");
         s.temperature = Some(std::sync::Arc::new(t));
-        row(&s, &at, origin + 5, &cal, &mut scratch, &mut r);
+        row(&s, &at, origin + 5, local, &mut scratch, &mut r);
         assert_eq!((r[22], r[23]), (0.0, -5.0));
     }
 }

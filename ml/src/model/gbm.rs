@@ -1,25 +1,30 @@
 //! The learned global model: gradient-boosted trees (perpetual) over the features of
-//! [`crate::features`], one booster per quantile and day ahead (the direct multi-horizon
+//! [`crate::features`], one booster per quantile and stage (the direct multi-horizon
 //! strategy: the first day's hours, which have yesterday's lags, do not share trees with the
-//! later days', which do not), trained with quantile (pinball) loss on
-//! energy relative to each meter's level and weighted by that level, so that the p50's loss is
-//! the absolute error in Wh. The boosters learn the correction to the 7-day same-hour median
-//! (see `anchors`), not the whole value.
+//! later hours, which do not), trained with quantile (pinball) loss on energy relative to each
+//! meter's level and weighted by that level, so that the p50's loss is the absolute error in
+//! Wh. The boosters learn the correction to the 7-day same-hour median (see `anchors`), not
+//! the whole value. The p10 and p90 boosters learn from a subsample with larger steps
+//! (`band_rows`, `band_budget`): they cost the most time per row, and the held-back days
+//! calibrate the band's width anyway.
 //!
 //! Training rows are (meter, origin, target hour) for every local midnight of the training
-//! window and the next `horizon` hours, sampled down to `max_rows` per day ahead. When the
-//! window is long enough, its last `calibration_days` are held back: each day ahead's band
-//! p10–p90 is widened or narrowed around the p50 so that it covers 80 % of those days (split
-//! conformal), then kept as trained.
+//! window and the next `horizon` hours, sampled down to `max_rows` per stage. When the
+//! window is long enough, its last `calibration_days` are held back: every booster is cut to
+//! the trees that do best on them, and each stage's band p10–p90 is widened or narrowed
+//! around the p50 so that it covers 80 % of those days (split conformal).
+//!
+//! Prediction runs on the boosters' trees copied into flat arrays (`Flat`), rows in parallel.
 
 use std::ops::Range;
 
 use perpetual::objective::Objective;
 use perpetual::{Matrix, PerpetualBooster};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{Forecaster, ModelError, ModelKind, Quantiles};
-use crate::calendar::Calendar;
+use crate::calendar::{Calendar, LocalHour};
 use crate::features::{self, Origin, WIDTH};
 use crate::profiles::Profiles;
 use crate::series::{Hour, Series};
@@ -39,6 +44,15 @@ pub struct GbmConfig {
     pub memory_gb: f32,
     /// At most this many training rows per day ahead (sampled evenly across meters and days).
     pub max_rows: usize,
+    /// At most this many of a stage's rows for its p10 and p90 boosters (every n-th row):
+    /// the band's width is calibrated on the held-back days anyway, and these two boosters
+    /// cost the most time per row.
+    pub band_rows: usize,
+    /// The p10 and p90 boosters' budget: lower takes larger steps, so that they reach their
+    /// best in fewer trees (the p50, whose accuracy is the MAE, keeps `budget`).
+    pub band_budget: f32,
+    /// At most this many trees per p10 and p90 booster (grown, then cut like the p50's).
+    pub band_max_trees: usize,
     /// Hours ahead of each local midnight it trains for (inference forecasts up to 48 hours
     /// from any hour of a day, from the midnight before it).
     pub horizon: usize,
@@ -60,6 +74,9 @@ impl Default for GbmConfig {
             max_trees: 40,
             memory_gb: 1.0,
             max_rows: 150_000,
+            band_rows: 50_000,
+            band_budget: 0.5,
+            band_max_trees: 20,
             horizon: 72,
             calibration_days: 14,
             threads: 0,
@@ -69,13 +86,11 @@ impl Default for GbmConfig {
     }
 }
 
-/// Training rows: features (column-major), targets relative to the level, each quantile's
-/// anchor, weights.
+/// Training rows: features, targets relative to the level, weights (the levels).
 #[derive(Debug, Default)]
 struct Rows {
-    columns: Vec<Vec<f64>>,
+    x: Vec<[f64; WIDTH]>,
     y: Vec<f64>,
-    anchors: Vec<[f64; 3]>,
     weight: Vec<f64>,
 }
 
@@ -84,16 +99,26 @@ impl Rows {
         self.y.len()
     }
 
-    fn matrix(&self) -> (Vec<f64>, usize) {
-        (self.columns.concat(), self.len())
+    /// Appends `other`'s rows.
+    fn append(&mut self, other: Self) {
+        self.x.extend(other.x);
+        self.y.extend(other.y);
+        self.weight.extend(other.weight);
+    }
+
+    /// The features column by column, as the learner reads them.
+    fn columns(&self) -> Vec<f64> {
+        (0..WIDTH)
+            .flat_map(|c| self.x.iter().map(move |r| r[c]))
+            .collect()
     }
 
     /// What quantile `q`'s booster learns: the target less its anchor.
     fn targets(&self, q: usize) -> Vec<f64> {
         self.y
             .iter()
-            .zip(&self.anchors)
-            .map(|(y, a)| y - a[q])
+            .zip(&self.x)
+            .map(|(y, r)| y - anchors(r)[q])
             .collect()
     }
 }
@@ -125,7 +150,7 @@ fn anchors(row: &[f64; WIDTH]) -> [f64; 3] {
 }
 
 /// The rows of `origins` for the hours `ahead` of each (those whose targets fall before
-/// `until`), each kept with probability `keep`.
+/// `until`), each kept with probability `keep`; the meters in parallel.
 #[allow(clippy::too_many_arguments)]
 fn rows(
     frame: &[&Series],
@@ -137,53 +162,171 @@ fn rows(
     seed: u64,
     calendar: &Calendar,
 ) -> Rows {
-    let mut out = Rows {
-        columns: vec![Vec::new(); WIDTH],
-        ..Rows::default()
-    };
-    let mut scratch = Vec::new();
-    let mut row = [0.0; WIDTH];
-    for (i, s) in frame.iter().enumerate() {
-        for &origin in origins {
-            let Some(at) = Origin::of(s, origin, profiles) else {
-                continue;
-            };
-            for target in origin + ahead.start..(origin + ahead.end).min(until) {
-                let y = s.at(target);
-                if !y.is_finite() || draw(seed, i as u64, target * 64 + (target - origin)) >= keep {
-                    continue;
+    // The local facts of each origin's target hours, shared by every meter.
+    let locals: Vec<Vec<LocalHour>> = origins
+        .iter()
+        .map(|o| ahead.clone().map(|k| calendar.local(o + k)).collect())
+        .collect();
+    let parts: Vec<Rows> = frame
+        .par_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut out = Rows::default();
+            let mut scratch = Vec::new();
+            let mut row = [0.0; WIDTH];
+            for (&origin, locals) in origins.iter().zip(&locals) {
+                // Computed at the origin's first kept row: most origins keep none.
+                let mut at = None;
+                for (target, &local) in
+                    (origin + ahead.start..(origin + ahead.end).min(until)).zip(locals)
+                {
+                    let y = s.at(target);
+                    if !y.is_finite()
+                        || draw(seed, i as u64, target * 64 + (target - origin)) >= keep
+                    {
+                        continue;
+                    }
+                    let Some(at) = at.get_or_insert_with(|| Origin::of(s, origin, profiles)) else {
+                        break;
+                    };
+                    features::row(s, at, target, local, &mut scratch, &mut row);
+                    out.x.push(row);
+                    out.y.push(y / at.level);
+                    out.weight.push(at.level);
                 }
-                features::row(s, &at, target, calendar, &mut scratch, &mut row);
-                for (c, v) in out.columns.iter_mut().zip(row) {
-                    c.push(v);
-                }
-                out.y.push(y / at.level);
-                out.anchors.push(anchors(&row));
-                out.weight.push(at.level);
             }
-        }
+            out
+        })
+        .collect();
+    let mut out = Rows::default();
+    for part in parts {
+        out.append(part);
     }
     out
 }
 
+/// A booster's trees in flat arrays, for prediction: perpetual keeps a tree's nodes in a
+/// hash map and hashes at every node a row passes (a third of inference time). It predicts
+/// what `PerpetualBooster::predict` does, summed in the same order (a test holds them equal).
+#[derive(Debug, Clone, Default)]
+struct Flat {
+    base: f64,
+    /// Each tree's root in `nodes`.
+    roots: Vec<usize>,
+    nodes: Vec<FlatNode>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FlatNode {
+    /// The feature split on; `LEAF` for a leaf.
+    feature: usize,
+    /// The split value (left when below), or the leaf's weight.
+    value: f64,
+    left: usize,
+    right: usize,
+    /// Where a missing (`NaN`) value goes.
+    missing: usize,
+}
+
+const LEAF: usize = usize::MAX;
+
+impl Flat {
+    /// `booster`'s trees; a booster this model cannot have made (categorical splits, a
+    /// linear head, a missing value other than `NaN`, nodes out of order) is refused.
+    fn of(booster: &PerpetualBooster) -> Result<Self, ModelError> {
+        let refuse = |why: &str| Err(ModelError::Artifact(format!("a booster {why}")));
+        if booster.regression_head.is_some() || !booster.cfg.missing.is_nan() {
+            return refuse("with a linear head or a missing value other than NaN");
+        }
+        let mut out = Self {
+            base: booster.base_score,
+            ..Self::default()
+        };
+        for tree in booster.get_prediction_trees() {
+            let offset = out.nodes.len();
+            let n = tree.nodes.keys().max().map_or(0, |m| m + 1);
+            if !tree.nodes.contains_key(&0) {
+                return refuse("with a tree without a root");
+            }
+            let unreachable = FlatNode {
+                feature: LEAF,
+                value: f64::NAN,
+                left: 0,
+                right: 0,
+                missing: 0,
+            };
+            out.roots.push(offset);
+            out.nodes.resize(offset + n, unreachable);
+            for (&i, node) in &tree.nodes {
+                out.nodes[offset + i] = if node.is_leaf {
+                    FlatNode {
+                        value: f64::from(node.weight_value),
+                        ..unreachable
+                    }
+                } else {
+                    // Children after their parent (as perpetual numbers them): no loops.
+                    let children = [node.left_child, node.right_child, node.missing_node];
+                    if node.left_cats.is_some()
+                        || node.split_feature >= WIDTH
+                        || children.iter().any(|c| *c <= i || *c >= n)
+                    {
+                        return refuse("with a node this model cannot have");
+                    }
+                    FlatNode {
+                        feature: node.split_feature,
+                        value: node.split_value,
+                        left: offset + node.left_child,
+                        right: offset + node.right_child,
+                        missing: offset + node.missing_node,
+                    }
+                };
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tree `t`'s value for `row`.
+    fn tree(&self, t: usize, row: &[f64; WIDTH]) -> f64 {
+        let mut i = self.roots[t];
+        loop {
+            let node = &self.nodes[i];
+            if node.feature == LEAF {
+                return node.value;
+            }
+            let v = row[node.feature];
+            i = if v.is_nan() {
+                node.missing
+            } else if v < node.value {
+                node.left
+            } else {
+                node.right
+            };
+        }
+    }
+
+    /// The booster's prediction for `row`.
+    fn predict(&self, row: &[f64; WIDTH]) -> f64 {
+        (0..self.roots.len()).fold(self.base, |p, t| p + self.tree(t, row))
+    }
+}
+
 /// Keeps the first trees of `booster` — as many as make its pinball loss at quantile `q` on
-/// the held-back `targets` (weighted like training by `weights`) smallest. Boosting on noisy hourly energy
-/// overfits after a few dozen trees, and where perpetual's own stopping lands varies from
-/// one sample to the next.
+/// the held-back rows `x` and `targets` (weighted like training by `weights`) smallest.
+/// Boosting on noisy hourly energy overfits after a few dozen trees, and where perpetual's own
+/// stopping lands varies from one sample to the next.
 fn cut_where_best(
     booster: &mut PerpetualBooster,
     q: f64,
-    matrix: &Matrix<'_, f64>,
+    x: &[[f64; WIDTH]],
     targets: &[f64],
     weights: &[f64],
-) {
-    let per_tree: Vec<Vec<f64>> = booster
-        .get_prediction_trees()
-        .iter()
-        .map(|t| t.predict(matrix, true, &f64::NAN))
+) -> Result<(), ModelError> {
+    let flat = Flat::of(booster)?;
+    let per_tree: Vec<Vec<f64>> = (0..flat.roots.len())
+        .map(|t| x.par_iter().map(|r| flat.tree(t, r)).collect())
         .collect();
     // The prediction with every tree, then tree by tree removed from the end.
-    let mut prediction = booster.predict(matrix, true);
+    let mut prediction: Vec<f64> = x.par_iter().map(|r| flat.predict(r)).collect();
     let loss = |p: &[f64]| -> f64 {
         p.iter()
             .zip(targets)
@@ -205,6 +348,7 @@ fn cut_where_best(
         }
     }
     booster.trees.truncate(best.1);
+    Ok(())
 }
 
 /// The boosters of one day ahead.
@@ -214,30 +358,53 @@ struct Stage {
     boosters: Vec<PerpetualBooster>,
     /// Factor on the band's distances from the p50 (from the calibration days).
     band_scale: f64,
+    /// The boosters as they predict.
+    #[serde(skip)]
+    flat: Vec<Flat>,
 }
 
 impl Stage {
-    /// The three quantiles per row of `matrix` (whose anchors are `anchors`), relative to
-    /// the level, the band around the p50.
-    fn raw(&self, matrix: &Matrix<'_, f64>, anchors: &[[f64; 3]]) -> Vec<[f64; 3]> {
-        let p: Vec<Vec<f64>> = self
+    fn new(boosters: Vec<PerpetualBooster>) -> Result<Self, ModelError> {
+        let mut stage = Self {
+            boosters,
+            band_scale: 1.0,
+            flat: Vec::new(),
+        };
+        stage.compile()?;
+        Ok(stage)
+    }
+
+    /// Builds the boosters' flat form (after training, or loading an artifact).
+    fn compile(&mut self) -> Result<(), ModelError> {
+        if self.boosters.len() != QUANTILES.len() || !self.band_scale.is_finite() {
+            return Err(ModelError::Artifact(
+                "its quantiles are not this version's".into(),
+            ));
+        }
+        self.flat = self
             .boosters
             .iter()
-            .map(|b| b.predict(matrix, true))
-            .collect();
-        anchors
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                let mid = p[1][i] + a[1];
-                [(p[0][i] + a[0]).min(mid), mid, (p[2][i] + a[2]).max(mid)]
+            .map(Flat::of)
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }
+
+    /// The three quantiles for each of `x`, relative to the level, the band around the p50
+    /// (rows in parallel).
+    fn raw(&self, x: &[[f64; WIDTH]]) -> Vec<[f64; 3]> {
+        x.par_iter()
+            .map(|row| {
+                let a = anchors(row);
+                let p = |j: usize| self.flat[j].predict(row) + a[j];
+                let mid = p(1);
+                [p(0).min(mid), mid, p(2).max(mid)]
             })
             .collect()
     }
 
-    /// The band scale that makes p10–p90 cover 80 % of `rows` (whose features are `matrix`).
-    fn calibrate(&self, matrix: &Matrix<'_, f64>, rows: &Rows) -> f64 {
-        let raw = self.raw(matrix, &rows.anchors);
+    /// The band scale that makes p10–p90 cover 80 % of `rows`.
+    fn calibrate(&self, rows: &Rows) -> f64 {
+        let raw = self.raw(&rows.x);
         // For each row, the smallest scale that covers it.
         let mut needed: Vec<f64> = raw
             .iter()
@@ -331,8 +498,17 @@ impl Gbm {
             profiles: Profiles::fit(frame, train_until, config.clusters)?,
             rows: 0,
         };
-        for first_hour in (0..config.horizon).step_by(STAGE_HOURS) {
-            let ahead = first_hour as Hour..config.horizon.min(first_hour + STAGE_HOURS) as Hour;
+        // Two stages: the first day, which has yesterday's lags, and the days after it.
+        let stages = [
+            0..STAGE_HOURS.min(config.horizon),
+            STAGE_HOURS..config.horizon,
+        ];
+        for ahead in stages {
+            if ahead.is_empty() {
+                break;
+            }
+            let first_hour = ahead.start;
+            let ahead = ahead.start as Hour..ahead.end as Hour;
             let width = (ahead.end - ahead.start) as f64;
             let candidates = frame.len() as f64 * train_origins.len() as f64 * width;
             let keep = (config.max_rows as f64 / candidates.max(1.0)).min(1.0);
@@ -373,41 +549,65 @@ impl Gbm {
                 )
             });
             let validation = validation.filter(|v| v.len() >= 100);
-            let held = validation.as_ref().map(Rows::matrix);
-            let held = held.as_ref().map(|(data, n)| Matrix::new(data, *n, WIDTH));
-            let (data, n) = train.matrix();
+            let data = train.columns();
+            let n = train.len();
             let matrix = Matrix::new(&data, n, WIDTH);
-            // Weights of mean 1: the learner's regularisation works on sums of weights, so
-            // their scale (Wh of the meters' levels) must not be.
-            let mean_weight = train.weight.iter().sum::<f64>() / n.max(1) as f64;
-            let weight: Vec<f64> = train.weight.iter().map(|w| w / mean_weight).collect();
+            // The band's boosters learn from every `step`-th row (evenly across meters).
+            let step = n.div_ceil(config.band_rows.max(100));
+            let band = Rows {
+                x: train.x.iter().step_by(step).copied().collect(),
+                y: train.y.iter().step_by(step).copied().collect(),
+                weight: train.weight.iter().step_by(step).copied().collect(),
+            };
+            let band_data = band.columns();
+            let band_matrix = Matrix::new(&band_data, band.len(), WIDTH);
             let mut boosters = Vec::with_capacity(QUANTILES.len());
             for (j, q) in QUANTILES.into_iter().enumerate() {
+                let (rows, matrix) = if j == 1 {
+                    (&train, &matrix)
+                } else {
+                    (&band, &band_matrix)
+                };
+                // Weights of mean 1: the learner's regularisation works on sums of weights,
+                // so their scale (Wh of the meters' levels) must not be.
+                let mean_weight = rows.weight.iter().sum::<f64>() / rows.len().max(1) as f64;
+                let weight: Vec<f64> = rows.weight.iter().map(|w| w / mean_weight).collect();
+                let (budget, trees) = if j == 1 {
+                    (config.budget, config.max_trees)
+                } else {
+                    (config.band_budget, config.band_max_trees)
+                };
                 let mut b = PerpetualBooster::default()
                     .set_objective(Objective::QuantileLoss { quantile: Some(q) })
-                    .set_budget(config.budget)
-                    .set_iteration_limit(Some(config.max_trees))
+                    .set_budget(budget)
+                    .set_iteration_limit(Some(trees))
                     .set_memory_limit(Some(config.memory_gb))
                     .set_num_threads(threads)
                     .set_seed(config.seed);
                 // With days held back, every booster grows to `max_trees` and is then cut
                 // where it does best on them; without, perpetual's own stopping decides.
                 if validation.is_some() {
-                    b = b.set_stopping_rounds(Some(config.max_trees));
+                    b = b.set_stopping_rounds(Some(trees));
                 }
-                b.fit(&matrix, &train.targets(j), Some(&weight), None)
+                let started = std::time::Instant::now();
+                b.fit(matrix, &rows.targets(j), Some(&weight), None)
                     .map_err(|e| ModelError::Training(e.to_string()))?;
-                if let (Some(v), Some(m)) = (&validation, &held) {
-                    cut_where_best(&mut b, q, m, &v.targets(j), &v.weight);
+                if let Some(v) = &validation {
+                    cut_where_best(&mut b, q, &v.x, &v.targets(j), &v.weight)?;
                 }
+                tracing::debug!(
+                    hours = ?ahead,
+                    quantile = q,
+                    rows = rows.len(),
+                    trees = b.get_prediction_trees().len(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "booster trained"
+                );
                 boosters.push(b);
             }
-            let mut stage = Stage {
-                boosters,
-                band_scale: 1.0,
-            };
-            if let (Some(v), Some(m)) = (&validation, &held) {
-                stage.band_scale = stage.calibrate(m, v);
+            let mut stage = Stage::new(boosters)?;
+            if let Some(v) = &validation {
+                stage.band_scale = stage.calibrate(v);
             }
             model.rows += n;
             model.stages.push(stage);
@@ -427,20 +627,16 @@ impl Gbm {
 
     /// A model from its artifact; anything that is not one is refused.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ModelError> {
-        let model: Self =
+        let mut model: Self =
             serde_json::from_slice(bytes).map_err(|e| ModelError::Artifact(e.to_string()))?;
         let names: Vec<&str> = model.features.iter().map(String::as_str).collect();
-        if names != features::NAMES
-            || !model.profiles.is_valid()
-            || model.stages.is_empty()
-            || model
-                .stages
-                .iter()
-                .any(|s| s.boosters.len() != QUANTILES.len())
-        {
+        if names != features::NAMES || !model.profiles.is_valid() || model.stages.is_empty() {
             return Err(ModelError::Artifact(
-                "its features or quantiles are not this version's".into(),
+                "its features are not this version's".into(),
             ));
+        }
+        for stage in &mut model.stages {
+            stage.compile()?;
         }
         Ok(model)
     }
@@ -463,41 +659,49 @@ impl Forecaster for Gbm {
             p50: f64::NAN,
             p90: f64::NAN,
         };
-        let origins: Vec<Option<Origin>> = series
-            .iter()
-            .map(|s| Origin::of(s, origin, &self.profiles))
+        // Every meter's rows for every hour, built in parallel.
+        let locals: Vec<LocalHour> = (0..hours)
+            .map(|k| calendar.local(origin + k as Hour))
+            .collect();
+        let rows: Vec<Option<(f64, Vec<[f64; WIDTH]>)>> = series
+            .par_iter()
+            .map(|s| {
+                let o = Origin::of(s, origin, &self.profiles)?;
+                let mut scratch = Vec::new();
+                let rows = locals
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &local)| {
+                        let mut row = [0.0; WIDTH];
+                        features::row(s, &o, origin + k as Hour, local, &mut scratch, &mut row);
+                        row
+                    })
+                    .collect();
+                Some((o.level, rows))
+            })
             .collect();
         let mut out = vec![vec![nan; hours]; series.len()];
-        let mut scratch = Vec::new();
-        let mut row = [0.0; WIDTH];
         // Each day ahead by its own stage (the last stage for hours beyond the trained ones).
         for (d, first_hour) in (0..hours).step_by(STAGE_HOURS).enumerate() {
             let stage = &self.stages[d.min(self.stages.len() - 1)];
             let ahead = first_hour..hours.min(first_hour + STAGE_HOURS);
-            let mut columns: Vec<Vec<f64>> = (0..WIDTH)
-                .map(|_| Vec::with_capacity(series.len() * ahead.len()))
+            let at: Vec<(usize, usize)> = rows
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.is_some())
+                .flat_map(|(i, _)| ahead.clone().map(move |k| (i, k)))
                 .collect();
-            let mut at = Vec::with_capacity(series.len() * ahead.len());
-            let mut rows_anchors = Vec::with_capacity(series.len() * ahead.len());
-            for (i, (s, o)) in series.iter().zip(&origins).enumerate() {
-                let Some(o) = o else { continue };
-                for k in ahead.clone() {
-                    let target = origin + k as Hour;
-                    features::row(s, o, target, calendar, &mut scratch, &mut row);
-                    for (c, v) in columns.iter_mut().zip(row) {
-                        c.push(v);
-                    }
-                    at.push((i, k, o.level));
-                    rows_anchors.push(anchors(&row));
-                }
-            }
-            if at.is_empty() {
+            let x: Vec<[f64; WIDTH]> = at
+                .iter()
+                .filter_map(|&(i, k)| rows[i].as_ref().map(|(_, r)| r[k]))
+                .collect();
+            if x.is_empty() {
                 continue;
             }
-            let data = columns.concat();
-            let raw = stage.raw(&Matrix::new(&data, at.len(), WIDTH), &rows_anchors);
+            let raw = stage.raw(&x);
             let s = stage.band_scale;
-            for ((i, k, level), q) in at.into_iter().zip(raw) {
+            for (&(i, k), q) in at.iter().zip(raw) {
+                let Some((level, _)) = rows[i] else { continue };
                 out[i][k] = Quantiles {
                     p10: (q[1] - s * (q[1] - q[0])) * level,
                     p50: q[1] * level,
@@ -507,5 +711,54 @@ impl Forecaster for Gbm {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_trees_predict_what_the_booster_does_and_refuse_a_loop() {
+        // A noisy problem with missing values.
+        let n = 3000;
+        let mut rows = Rows::default();
+        for i in 0..n {
+            let mut r = [0.0; WIDTH];
+            for (c, v) in r.iter_mut().enumerate() {
+                *v = if (i + c) % 17 == 0 {
+                    f64::NAN
+                } else {
+                    draw(7, i as u64, c as i64)
+                };
+            }
+            let y = 3.0 * r[0] + if r[1].is_nan() { 1.0 } else { r[1] } + draw(9, i as u64, 0);
+            rows.x.push(r);
+            rows.y.push(y);
+            rows.weight.push(1.0);
+        }
+        let data = rows.columns();
+        let matrix = Matrix::new(&data, n, WIDTH);
+        let mut b = PerpetualBooster::default()
+            .set_objective(Objective::QuantileLoss {
+                quantile: Some(0.9),
+            })
+            .set_budget(0.5)
+            .set_iteration_limit(Some(10));
+        b.fit(&matrix, &rows.y, Some(&rows.weight), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let flat = Flat::of(&b).unwrap_or_else(|e| panic!("{e}"));
+        assert!(flat.nodes.len() > flat.roots.len(), "the trees split");
+        for (p, r) in b.predict(&matrix, false).iter().zip(&rows.x) {
+            assert_eq!(p.to_bits(), flat.predict(r).to_bits());
+        }
+        // A damaged artifact whose node points back at the root must not loop.
+        let node = b.trees[0]
+            .nodes
+            .values_mut()
+            .find(|n| !n.is_leaf)
+            .unwrap_or_else(|| panic!("a split"));
+        node.left_child = 0;
+        assert!(matches!(Flat::of(&b), Err(ModelError::Artifact(_))));
     }
 }
