@@ -36,15 +36,16 @@ pub struct GbmConfig {
     /// perpetual's budget: higher learns more (and takes longer); its effect on accuracy is
     /// not monotone (docs/BENCHMARKS.md).
     pub budget: f32,
-    /// At most this many trees per booster. With days held back, every booster grows this
-    /// many and is cut where it does best on them; without, perpetual's budget stops it.
+    /// At most this many trees per p50 booster. With days held back, every booster grows its
+    /// maximum and is cut where it does best on them; without, perpetual's budget stops it.
     pub max_trees: usize,
     /// Memory the learner may plan for, GB (it sizes its histogram arena from this; without
     /// it, from the machine's free memory).
     pub memory_gb: f32,
-    /// At most this many training rows per day ahead (sampled evenly across meters and days).
+    /// At most this many training rows per stage (sampled evenly across meters and days; the
+    /// second stage's 48 hours share them).
     pub max_rows: usize,
-    /// At most this many of a stage's rows for its p10 and p90 boosters (every n-th row):
+    /// At most this many of a stage's rows (a seeded draw) for its p10 and p90 boosters:
     /// the band's width is calibrated on the held-back days anyway, and these two boosters
     /// cost the most time per row.
     pub band_rows: usize,
@@ -58,7 +59,7 @@ pub struct GbmConfig {
     pub horizon: usize,
     /// Days at the end of the window held back to calibrate the band.
     pub calibration_days: usize,
-    /// Threads (0: all cores).
+    /// Threads of training (0: all cores).
     pub threads: usize,
     /// Load-profile clusters (k-means over the shapes of the meters' days) given to the
     /// model as a feature; 0 leaves it out.
@@ -244,9 +245,11 @@ impl Flat {
         };
         for tree in booster.get_prediction_trees() {
             let offset = out.nodes.len();
-            let n = tree.nodes.keys().max().map_or(0, |m| m + 1);
-            if !tree.nodes.contains_key(&0) {
-                return refuse("with a tree without a root");
+            // perpetual numbers a tree's nodes from 0 with gaps where it pruned; a number far
+            // beyond the count is damage (and would size the arrays by it).
+            let n = tree.nodes.keys().max().map_or(0, |m| m.saturating_add(1));
+            if !tree.nodes.contains_key(&0) || n > 4 * tree.nodes.len() + 16 {
+                return refuse("with a tree without a root or with nodes numbered out of range");
             }
             let unreachable = FlatNode {
                 feature: LEAF,
@@ -268,7 +271,9 @@ impl Flat {
                     let children = [node.left_child, node.right_child, node.missing_node];
                     if node.left_cats.is_some()
                         || node.split_feature >= WIDTH
-                        || children.iter().any(|c| *c <= i || *c >= n)
+                        || children
+                            .iter()
+                            .any(|c| *c <= i || !tree.nodes.contains_key(c))
                     {
                         return refuse("with a node this model cannot have");
                     }
@@ -351,7 +356,7 @@ fn cut_where_best(
     Ok(())
 }
 
-/// The boosters of one day ahead.
+/// The boosters of one stage.
 #[derive(Serialize, Deserialize)]
 struct Stage {
     /// Boosters for p10, p50, p90.
@@ -431,7 +436,7 @@ impl Stage {
 pub struct Gbm {
     /// Feature names, in column order.
     pub features: Vec<String>,
-    /// One per day ahead: hours 0–23 after the origin, 24–47, …
+    /// One per stage: hours 0–23 after the origin, then the hours after them.
     stages: Vec<Stage>,
     /// The load-profile clusters of the `profile_cluster` feature.
     profiles: Profiles,
@@ -465,12 +470,29 @@ impl std::fmt::Debug for Gbm {
 
 const QUANTILES: [f64; 3] = [0.1, 0.5, 0.9];
 
-/// Hours in one stage (day ahead).
+/// Hours of the first stage (the first day ahead).
 const STAGE_HOURS: usize = 24;
 
 impl Gbm {
-    /// Fits on the hours of `frame` before `until`.
+    /// Fits on the hours of `frame` before `until`, on `config.threads` threads.
     pub fn fit(
+        frame: &[&Series],
+        until: Hour,
+        calendar: &Calendar,
+        config: &GbmConfig,
+    ) -> Result<Self, ModelError> {
+        if config.threads == 0 {
+            return Self::fit_here(frame, until, calendar, config);
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(config.threads)
+            .build()
+            .map_err(|e| ModelError::Training(format!("threads: {e}")))?
+            .install(|| Self::fit_here(frame, until, calendar, config))
+    }
+
+    /// [`Self::fit`] on the current rayon pool.
+    fn fit_here(
         frame: &[&Series],
         until: Hour,
         calendar: &Calendar,
@@ -552,31 +574,35 @@ impl Gbm {
             let data = train.columns();
             let n = train.len();
             let matrix = Matrix::new(&data, n, WIDTH);
-            // The band's boosters learn from every `step`-th row (evenly across meters).
-            let step = n.div_ceil(config.band_rows.max(100));
-            let band = Rows {
-                x: train.x.iter().step_by(step).copied().collect(),
-                y: train.y.iter().step_by(step).copied().collect(),
-                weight: train.weight.iter().step_by(step).copied().collect(),
-            };
+            // The band's boosters learn from a seeded draw of the rows (a stride would keep
+            // the same hours of every day when the rows are not sampled).
+            let share = config.band_rows as f64 / n.max(1) as f64;
+            let mut band = Rows::default();
+            for (i, r) in train.x.iter().enumerate() {
+                if draw(seed ^ 2, i as u64, 0) < share {
+                    band.x.push(*r);
+                    band.y.push(train.y[i]);
+                    band.weight.push(train.weight[i]);
+                }
+            }
             let band_data = band.columns();
             let band_matrix = Matrix::new(&band_data, band.len(), WIDTH);
             let mut boosters = Vec::with_capacity(QUANTILES.len());
             for (j, q) in QUANTILES.into_iter().enumerate() {
-                let (rows, matrix) = if j == 1 {
-                    (&train, &matrix)
+                let (rows, matrix, budget, trees) = if j == 1 {
+                    (&train, &matrix, config.budget, config.max_trees)
                 } else {
-                    (&band, &band_matrix)
+                    (
+                        &band,
+                        &band_matrix,
+                        config.band_budget,
+                        config.band_max_trees,
+                    )
                 };
                 // Weights of mean 1: the learner's regularisation works on sums of weights,
                 // so their scale (Wh of the meters' levels) must not be.
                 let mean_weight = rows.weight.iter().sum::<f64>() / rows.len().max(1) as f64;
                 let weight: Vec<f64> = rows.weight.iter().map(|w| w / mean_weight).collect();
-                let (budget, trees) = if j == 1 {
-                    (config.budget, config.max_trees)
-                } else {
-                    (config.band_budget, config.band_max_trees)
-                };
                 let mut b = PerpetualBooster::default()
                     .set_objective(Objective::QuantileLoss { quantile: Some(q) })
                     .set_budget(budget)
@@ -584,7 +610,7 @@ impl Gbm {
                     .set_memory_limit(Some(config.memory_gb))
                     .set_num_threads(threads)
                     .set_seed(config.seed);
-                // With days held back, every booster grows to `max_trees` and is then cut
+                // With days held back, every booster grows to its maximum and is then cut
                 // where it does best on them; without, perpetual's own stopping decides.
                 if validation.is_some() {
                     b = b.set_stopping_rounds(Some(trees));
@@ -615,7 +641,7 @@ impl Gbm {
         Ok(model)
     }
 
-    /// Each day ahead's factor on the band's distances from the p50.
+    /// Each stage's factor on the band's distances from the p50.
     pub fn band_scales(&self) -> Vec<f64> {
         self.stages.iter().map(|s| s.band_scale).collect()
     }
@@ -681,7 +707,7 @@ impl Forecaster for Gbm {
             })
             .collect();
         let mut out = vec![vec![nan; hours]; series.len()];
-        // Each day ahead by its own stage (the last stage for hours beyond the trained ones).
+        // The first day by the first stage, the hours after it by the last.
         for (d, first_hour) in (0..hours).step_by(STAGE_HOURS).enumerate() {
             let stage = &self.stages[d.min(self.stages.len() - 1)];
             let ahead = first_hour..hours.min(first_hour + STAGE_HOURS);
@@ -752,7 +778,21 @@ mod tests {
         for (p, r) in b.predict(&matrix, false).iter().zip(&rows.x) {
             assert_eq!(p.to_bits(), flat.predict(r).to_bits());
         }
-        // A damaged artifact whose node points back at the root must not loop.
+        // A damaged artifact must not size the arrays by a node's number, point into a gap
+        // (a NaN forecast) or loop back to the root.
+        let mut far = b.clone();
+        let root = far.trees[0].nodes[&0].clone();
+        far.trees[0].nodes.insert(1 << 40, root);
+        assert!(matches!(Flat::of(&far), Err(ModelError::Artifact(_))));
+        let mut gap = b.clone();
+        let leaf = gap.trees[0]
+            .nodes
+            .iter()
+            .find(|(_, n)| n.is_leaf)
+            .map(|(k, _)| *k)
+            .unwrap_or_else(|| panic!("a leaf"));
+        gap.trees[0].nodes.remove(&leaf);
+        assert!(matches!(Flat::of(&gap), Err(ModelError::Artifact(_))));
         let node = b.trees[0]
             .nodes
             .values_mut()
