@@ -394,22 +394,17 @@ impl Stage {
         Ok(())
     }
 
-    /// The three quantiles for each of `x`, relative to the level, the band around the p50
-    /// (rows in parallel).
-    fn raw(&self, x: &[[f64; WIDTH]]) -> Vec<[f64; 3]> {
-        x.par_iter()
-            .map(|row| {
-                let a = anchors(row);
-                let p = |j: usize| self.flat[j].predict(row) + a[j];
-                let mid = p(1);
-                [p(0).min(mid), mid, p(2).max(mid)]
-            })
-            .collect()
+    /// The three quantiles of `row`, relative to the level, the band around the p50.
+    fn quantiles(&self, row: &[f64; WIDTH]) -> [f64; 3] {
+        let a = anchors(row);
+        let p = |j: usize| self.flat[j].predict(row) + a[j];
+        let mid = p(1);
+        [p(0).min(mid), mid, p(2).max(mid)]
     }
 
     /// The band scale that makes p10–p90 cover 80 % of `rows`.
     fn calibrate(&self, rows: &Rows) -> f64 {
-        let raw = self.raw(&rows.x);
+        let raw: Vec<[f64; 3]> = rows.x.par_iter().map(|r| self.quantiles(r)).collect();
         // For each row, the smallest scale that covers it.
         let mut needed: Vec<f64> = raw
             .iter()
@@ -685,58 +680,35 @@ impl Forecaster for Gbm {
             p50: f64::NAN,
             p90: f64::NAN,
         };
-        // Every meter's rows for every hour, built in parallel.
         let locals: Vec<LocalHour> = (0..hours)
             .map(|k| calendar.local(origin + k as Hour))
             .collect();
-        let rows: Vec<Option<(f64, Vec<[f64; WIDTH]>)>> = series
+        // Meters in parallel; the first day by the first stage, the hours after it by the last.
+        series
             .par_iter()
             .map(|s| {
-                let o = Origin::of(s, origin, &self.profiles)?;
+                let Some(o) = Origin::of(s, origin, &self.profiles) else {
+                    return vec![nan; hours];
+                };
                 let mut scratch = Vec::new();
-                let rows = locals
+                let mut row = [0.0; WIDTH];
+                locals
                     .iter()
                     .enumerate()
                     .map(|(k, &local)| {
-                        let mut row = [0.0; WIDTH];
                         features::row(s, &o, origin + k as Hour, local, &mut scratch, &mut row);
-                        row
+                        let stage = &self.stages[(k / STAGE_HOURS).min(self.stages.len() - 1)];
+                        let (q, scale) = (stage.quantiles(&row), stage.band_scale);
+                        Quantiles {
+                            p10: (q[1] - scale * (q[1] - q[0])) * o.level,
+                            p50: q[1] * o.level,
+                            p90: (q[1] + scale * (q[2] - q[1])) * o.level,
+                        }
+                        .tidy()
                     })
-                    .collect();
-                Some((o.level, rows))
+                    .collect()
             })
-            .collect();
-        let mut out = vec![vec![nan; hours]; series.len()];
-        // The first day by the first stage, the hours after it by the last.
-        for (d, first_hour) in (0..hours).step_by(STAGE_HOURS).enumerate() {
-            let stage = &self.stages[d.min(self.stages.len() - 1)];
-            let ahead = first_hour..hours.min(first_hour + STAGE_HOURS);
-            let at: Vec<(usize, usize)> = rows
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.is_some())
-                .flat_map(|(i, _)| ahead.clone().map(move |k| (i, k)))
-                .collect();
-            let x: Vec<[f64; WIDTH]> = at
-                .iter()
-                .filter_map(|&(i, k)| rows[i].as_ref().map(|(_, r)| r[k]))
-                .collect();
-            if x.is_empty() {
-                continue;
-            }
-            let raw = stage.raw(&x);
-            let s = stage.band_scale;
-            for (&(i, k), q) in at.iter().zip(raw) {
-                let Some((level, _)) = rows[i] else { continue };
-                out[i][k] = Quantiles {
-                    p10: (q[1] - s * (q[1] - q[0])) * level,
-                    p50: q[1] * level,
-                    p90: (q[1] + s * (q[2] - q[1])) * level,
-                }
-                .tidy();
-            }
-        }
-        out
+            .collect()
     }
 }
 
