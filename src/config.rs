@@ -8,6 +8,7 @@ use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use meterstack_api::HttpConfig;
+use meterstack_billing::BillingConfig;
 use meterstack_broker::MqttConfig;
 use meterstack_core::bus::{BusBackend, BusConfig};
 use meterstack_core::store::StoreConfig;
@@ -51,6 +52,8 @@ pub(crate) struct Config {
     pub webhooks: WebhooksConfig,
     /// Forecasting: calendar, learner, training window, promotion.
     pub ml: MlConfig,
+    /// Billing: the utility's time zone for tariffs.
+    pub billing: BillingConfig,
 }
 
 impl Default for Config {
@@ -68,6 +71,7 @@ impl Default for Config {
             pipeline: PipelineConfig::default(),
             webhooks: WebhooksConfig::default(),
             ml: MlConfig::default(),
+            billing: BillingConfig::default(),
         }
     }
 }
@@ -170,6 +174,7 @@ impl Config {
             .and_then(|()| config.http.live.validate())
             .and_then(|()| config.webhooks.validate().map_err(|e| e.to_string()))
             .and_then(|()| config.ml.validate())
+            .and_then(|()| config.billing.tz().map(|_| ()))
             .and_then(|()| {
                 if config.lake.etl.delete_grace < config.http.query.timeout {
                     // A query could otherwise lose a file it listed.

@@ -2,6 +2,7 @@
 
 mod backfill;
 mod bench;
+mod billing_cmd;
 mod bus_cmd;
 mod certs;
 mod config;
@@ -79,6 +80,12 @@ enum Command {
     /// Forecasting: train on the trusted zone, backtest, the model registry.
     #[command(subcommand)]
     Ml(ml_cmd::MlCommand),
+    /// Tariffs: import (OpenEI URDB records or the native form), list, show.
+    #[command(subcommand)]
+    Tariffs(billing_cmd::TariffsCommand),
+    /// Billing: `billing run --period YYYY-MM` bills every meter for a cycle.
+    #[command(subcommand)]
+    Billing(billing_cmd::BillingCommand),
     /// Inspect the bus.
     #[command(subcommand)]
     Bus(bus_cmd::BusCommand),
@@ -179,6 +186,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&cli.overrides)?;
             telemetry::init_logging("warn");
             runtime()?.block_on(ml_cmd::ml(command, &config))
+        }
+        Command::Tariffs(command) => {
+            let config = Config::load(&cli.overrides)?;
+            telemetry::init_logging("warn");
+            runtime()?.block_on(billing_cmd::tariffs(command, &config))
+        }
+        Command::Billing(command) => {
+            let config = Config::load(&cli.overrides)?;
+            telemetry::init_logging("warn");
+            runtime()?.block_on(billing_cmd::billing(command, &config))
         }
         Command::Bus(command) => {
             let config = Config::load(&cli.overrides)?;

@@ -253,6 +253,10 @@ pub(crate) async fn run(config: Config, roles: &BTreeSet<Role>) -> anyhow::Resul
         } else {
             None
         },
+        billing: meterstack_api::Billing {
+            tz: config.billing.tz().map_err(anyhow::Error::msg)?,
+            step: chrono::Duration::from_std(config.pipeline.interval)?,
+        },
     };
     let server = config
         .http

@@ -8,6 +8,7 @@
 
 mod alerts;
 pub mod auth;
+mod billing;
 mod config;
 mod error;
 mod forecasts;
@@ -67,6 +68,17 @@ pub struct AppState {
     pub live: live::Hub,
     /// The model registry and calendar, for forecasts `as_of` a past time (role `api`).
     pub forecasting: Option<Forecasting>,
+    /// The utility's time zone and the interval length, for bills.
+    pub billing: Billing,
+}
+
+/// What the bill routes need beyond the store and the lake.
+#[derive(Debug, Clone, Copy)]
+pub struct Billing {
+    /// The utility's time zone (`billing.timezone`).
+    pub tz: chrono_tz::Tz,
+    /// The trusted zone's interval length (`pipeline.interval`).
+    pub step: chrono::Duration,
 }
 
 /// What the forecast routes need beyond the store.

@@ -9,7 +9,7 @@ use axum::routing::{MethodFilter, on};
 use meterstack_core::store::keys::Role;
 
 use crate::auth::Admitted;
-use crate::{AppState, alerts, forecasts, keys, live, meters, query, subscriptions};
+use crate::{AppState, alerts, billing, forecasts, keys, live, meters, query, subscriptions};
 
 const PUBLIC: Admitted = &[];
 const ANY_ROLE: Admitted = &[Role::Admin, Role::Operator, Role::Analyst, Role::Viewer];
@@ -60,6 +60,10 @@ routes! {
         GET "/api/v1/meters/{id}/forecast" => forecasts::meter, ANY_ROLE;
         GET "/api/v1/feeders/{id}/forecast" => forecasts::feeder, ANY_ROLE;
         GET "/api/v1/models" => forecasts::models, DATA_READERS;
+        GET "/api/v1/meters/{id}/bill" => billing::bill, ANY_ROLE;
+        GET "/api/v1/tariffs" => billing::list, ANY_ROLE;
+        POST "/api/v1/tariffs" => billing::import, OPERATORS;
+        GET "/api/v1/tariffs/{id}" => billing::show, ANY_ROLE;
         POST "/api/v1/meters/{id}/secret" => meters::new_secret, OPERATORS;
         POST "/api/v1/meters/{id}/commands" => meters::command, OPERATORS;
         GET "/api/v1/meters/{id}/certificates" => meters::certificates, OPERATORS;

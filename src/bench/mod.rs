@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::config::Config;
 
+mod billing;
 mod forecast;
 mod live;
 mod server;
@@ -108,6 +109,9 @@ pub(crate) enum BenchCommand {
     /// on all but the last `--test-days` (timed, peak memory), backtests day-ahead forecasts on
     /// those against both baselines, then times inference for `--inference-meters` meters.
     Forecast(forecast::ForecastArgs),
+    /// A bill run: `--meters` meters × one month of 15-minute intervals written to a
+    /// temporary trusted zone, billed twice (all new, then all unchanged); times and memory.
+    Billing(billing::BillingArgs),
     /// Simultaneous meter connections: starts `meterstack up --dev` on loopback (data in a
     /// temporary directory), opens `--connections` MQTT connections to it and holds them,
     /// and reports the server's resident memory before and after, per connection.
@@ -144,6 +148,11 @@ pub(crate) async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> 
             }
             std::fs::write(&out, serde_json::to_string_pretty(&set)?)?;
             println!("results: {}", out.display());
+            Ok(())
+        }
+        BenchCommand::Billing(args) => {
+            let r = billing::run(&args, config).await?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }
         BenchCommand::Forecast(args) => {

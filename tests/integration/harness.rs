@@ -139,6 +139,23 @@ impl Meterstack {
         (status, resp.body_mut().read_to_string().unwrap_or_default())
     }
 
+    /// A request with the admin key and a body sent as it is: (status, body).
+    pub(crate) fn request_text(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let uri = format!("{}{path}", self.http);
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header("Authorization", self.bearer())
+            .body(body.to_owned())
+            .expect("request");
+        let mut resp = self
+            .agent
+            .run(request)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap_or_default())
+    }
+
     /// A request with the admin key whose body must be JSON.
     pub(crate) fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         let (status, text) = self.request(method, path, self.admin_key.as_deref(), body);

@@ -803,6 +803,21 @@ fn http_authorization_matrix() {
         ),
         ("DELETE", "/api/v1/keys/000000000000", None, &["admin"]),
         ("DELETE", "/api/v1/meters/nonexistent", None, OPS),
+        ("GET", "/api/v1/tariffs", None, ALL),
+        ("GET", "/api/v1/tariffs/none", None, ALL),
+        (
+            "POST",
+            "/api/v1/tariffs",
+            Some(json!({"id": "t", "effective_from": "2020-01-01",
+                "urdb": {"energyratestructure": [[{"rate": 0.1}]]}})),
+            OPS,
+        ),
+        (
+            "GET",
+            "/api/v1/meters/mx/bill?from=2020-01-01&to=2020-01-02",
+            None,
+            ALL,
+        ),
     ];
     for (method, path, body, admitted) in &matrix {
         for (who, key) in [("no key", None), ("revoked key", Some(revoked.as_str()))] {

@@ -7,6 +7,7 @@
 
 mod alerts;
 mod bench;
+mod billing;
 mod compose;
 mod config;
 mod container;

@@ -1,6 +1,6 @@
 //! The SQL store: the meter registry, meter credentials and connectivity, API keys,
 //! alerts with their lifecycle, alert delivery (event feed, subscriptions, outbox),
-//! forecasts, and the temperatures forecasting may use.
+//! forecasts, the temperatures forecasting may use, tariffs and bills.
 //!
 //! One implementation over sqlx's `Any` driver: SQLite (default, a file in the data
 //! directory) or PostgreSQL (`store.url = "postgres://…"`), with the same migrations
@@ -9,10 +9,12 @@
 //! since the epoch and dates as ISO text, the types both databases share.
 
 pub mod alerts;
+pub mod bills;
 pub mod forecasts;
 pub mod keys;
 pub mod meters;
 pub mod secret;
+pub mod tariffs;
 pub mod temperatures;
 #[cfg(test)]
 mod tests;

@@ -214,7 +214,7 @@ impl Lake {
             ctx.register_table(table.name(), Arc::new(ListingTable::try_new(config)?))?;
         }
         if let Some(store) = &self.sql_store {
-            use store_tables::{Alerts, Forecasts, Meters, StoreTable, Temperatures};
+            use store_tables::{Alerts, Bills, Forecasts, Meters, StoreTable, Temperatures};
             let meters: Arc<dyn TableProvider> = Arc::new(StoreTable::<Meters>::new(store.clone()));
             ctx.register_table("meters", meters)?;
             let alerts: Arc<dyn TableProvider> = Arc::new(StoreTable::<Alerts>::new(store.clone()));
@@ -225,6 +225,8 @@ impl Lake {
             let temperatures: Arc<dyn TableProvider> =
                 Arc::new(StoreTable::<Temperatures>::new(store.clone()));
             ctx.register_table("temperatures", temperatures)?;
+            let bills: Arc<dyn TableProvider> = Arc::new(StoreTable::<Bills>::new(store.clone()));
+            ctx.register_table("bills", bills)?;
         }
         Ok(ctx)
     }

@@ -1,6 +1,7 @@
 //! Tables over the SQL store, read whole at each query: `meters` (the registry), `alerts`
-//! (the alert lifecycle), `forecasts` (each meter's newest forecast per hour) and
-//! `temperatures` (outdoor temperature per area and hour). A [`StoreRows`] kind says how its rows page out of the store and
+//! (the alert lifecycle), `forecasts` (each meter's newest forecast per hour),
+//! `temperatures` (outdoor temperature per area and hour) and `bills` (bill runs' bills, every
+//! revision). A [`StoreRows`] kind says how its rows page out of the store and
 //! become one Arrow batch; [`StoreTable`] is the query engine's provider for any of them.
 
 use std::marker::PhantomData;
@@ -22,6 +23,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use meterstack_core::reading::timestamp_type;
 use meterstack_core::store::SqlStore;
 use meterstack_core::store::alerts::{AlertFilter, StoredAlert};
+use meterstack_core::store::bills::StoredBill;
 use meterstack_core::store::forecasts::ForecastRow;
 use meterstack_core::store::meters::{Meter, MeterFilter};
 use meterstack_core::store::temperatures::Temperature;
@@ -344,6 +346,90 @@ impl StoreRows for Temperatures {
                     .map(|r| Some(r.celsius))
                     .collect::<Float64Array>(),
             ),
+        ];
+        Ok(RecordBatch::try_new(Self::columns(), columns)?)
+    }
+}
+
+/// `bills`: the bills of bill runs, every revision (`latest` marks the newest of a meter's
+/// period); `lines` is JSON text.
+#[derive(Debug)]
+pub struct Bills;
+
+#[async_trait]
+impl StoreRows for Bills {
+    fn columns() -> SchemaRef {
+        let text = |n: &str| Field::new(n, DataType::Utf8, false);
+        let int = |n: &str| Field::new(n, DataType::Int64, false);
+        let num = |n: &str| Field::new(n, DataType::Float64, false);
+        let day = |n: &str| Field::new(n, DataType::Date32, false);
+        Arc::new(Schema::new(vec![
+            text("meter_id"),
+            text("period"),
+            int("revision"),
+            Field::new("latest", DataType::Boolean, false),
+            text("tariff_id"),
+            int("tariff_version"),
+            day("from"),
+            day("to"),
+            text("currency"),
+            num("total"),
+            num("estimated_share"),
+            text("lines"),
+            Field::new("created_at", timestamp_type(), false),
+        ]))
+    }
+
+    async fn batch(store: &SqlStore) -> Result<RecordBatch> {
+        let rows: Vec<StoredBill> = store
+            .bills(None)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let text = |f: fn(&StoredBill) -> &str| -> ArrayRef {
+            Arc::new(rows.iter().map(|r| Some(f(r))).collect::<StringArray>())
+        };
+        let int = |f: fn(&StoredBill) -> i64| -> ArrayRef {
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(f(r)))
+                    .collect::<arrow::array::Int64Array>(),
+            )
+        };
+        let num = |f: fn(&StoredBill) -> f64| -> ArrayRef {
+            Arc::new(rows.iter().map(|r| Some(f(r))).collect::<Float64Array>())
+        };
+        let day = |f: fn(&StoredBill) -> NaiveDate| -> ArrayRef {
+            Arc::new(
+                rows.iter()
+                    .map(|r| days(Some(f(r))))
+                    .collect::<Date32Array>(),
+            )
+        };
+        // Rows come by meter, period and revision: the newest is the last of its run.
+        let latest: BooleanArray = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                Some(
+                    rows.get(i + 1)
+                        .is_none_or(|n| (&n.meter_id, &n.period) != (&r.meter_id, &r.period)),
+                )
+            })
+            .collect();
+        let columns: Vec<ArrayRef> = vec![
+            text(|r| &r.meter_id),
+            text(|r| &r.period),
+            int(|r| r.revision),
+            Arc::new(latest),
+            text(|r| &r.tariff_id),
+            int(|r| r.tariff_version),
+            day(|r| r.from),
+            day(|r| r.to),
+            text(|r| &r.currency),
+            num(|r| r.total),
+            num(|r| r.estimated_share),
+            text(|r| &r.lines),
+            utc_micros(rows.iter().map(|r| Some(r.created_at))),
         ];
         Ok(RecordBatch::try_new(Self::columns(), columns)?)
     }

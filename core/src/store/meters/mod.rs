@@ -412,6 +412,18 @@ impl SqlStore {
         Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or_default())
     }
 
+    /// Every meter that has a tariff: (meter id, tariff id), by meter.
+    pub async fn meter_tariffs(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT meter_id, tariff_id FROM meters WHERE tariff_id IS NOT NULL ORDER BY meter_id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("meter_id")?, r.try_get("tariff_id")?)))
+            .collect()
+    }
+
     /// Every meter that has a feeder, with it.
     pub async fn meter_feeders(&self) -> Result<Vec<(String, String)>> {
         let rows = sqlx::query("SELECT meter_id, feeder FROM meters WHERE feeder IS NOT NULL")
