@@ -32,7 +32,10 @@ fn billing_error(e: BillingError) -> ApiError {
         BillingError::Bill(BillError::NotEffective { .. }) => {
             ApiError::new(StatusCode::CONFLICT, "tariff_not_effective", e.to_string())
         }
-        BillingError::Bill(_) => bad_request(e),
+        BillingError::Bill(BillError::Dates { .. }) => bad_request(e),
+        BillingError::Bill(BillError::BadInterval(..)) => {
+            ApiError::new(StatusCode::CONFLICT, "bad_data", e.to_string())
+        }
         BillingError::Tariff { .. } | BillingError::Source(_) => {
             tracing::error!(error = %e, "a bill could not be made");
             ApiError::new(
@@ -130,6 +133,10 @@ pub(crate) async fn bill(
     params: Result<Query<BillParams>, QueryRejection>,
 ) -> ApiResult {
     let Query(p) = params.map_err(bad_request)?;
+    use chrono::Datelike;
+    if p.from.year() < 1900 || p.to.year() > 9999 {
+        return Err(bad_request("dates must lie in the years 1900 … 9999"));
+    }
     if p.from > p.to || (p.to - p.from).num_days() >= MAX_DAYS {
         return Err(bad_request(format!(
             "`from` must not be after `to`, and a bill covers at most {MAX_DAYS} days"

@@ -95,13 +95,9 @@ pub async fn import_tariff(
         .await?)
 }
 
-/// The tariff version of `tariff_id` in force on `day`, with its version number.
-pub async fn tariff_on(
-    store: &SqlStore,
-    tariff_id: &str,
-    day: NaiveDate,
-) -> Result<(Tariff, i64), BillingError> {
-    let stored = store.tariff_on(tariff_id, day).await?;
+/// A stored version as the engine reads it, with the version's own dates (a later version
+/// may have closed it).
+pub fn version_tariff(stored: &TariffVersion) -> Result<Tariff, BillingError> {
     let tariff_error = |source| BillingError::Tariff {
         id: stored.tariff_id.clone(),
         version: stored.version,
@@ -110,19 +106,29 @@ pub async fn tariff_on(
     let doc: Document = serde_json::from_str(&stored.document)
         .map_err(|e| tariff_error(TariffError::new("(document)", e.to_string())))?;
     let mut tariff = doc.tariff().map_err(tariff_error)?;
-    // The stored dates are the version's (a later version may have closed it).
     tariff.effective_from = stored.effective_from;
     tariff.effective_to = stored.effective_to;
-    Ok((tariff, stored.version))
+    Ok(tariff)
 }
 
-/// The first cycle of `day`'s year under `tariff` (the cycle holding its January billing
-/// day), or the tariff version's first day if later.
+/// The tariff version of `tariff_id` in force on `day`, with its version number.
+pub async fn tariff_on(
+    store: &SqlStore,
+    tariff_id: &str,
+    day: NaiveDate,
+) -> Result<(Tariff, i64), BillingError> {
+    let stored = store.tariff_on(tariff_id, day).await?;
+    Ok((version_tariff(&stored)?, stored.version))
+}
+
+/// The first cycle of the billing year that holds `day` under `tariff` (the cycle that
+/// starts on its January billing day; days before it belong to the previous year's December
+/// cycle), or the tariff version's first day if later.
 pub fn year_start(tariff: &Tariff, day: NaiveDate) -> NaiveDate {
-    let january = NaiveDate::from_ymd_opt(day.year(), 1, tariff.billing_day).unwrap_or(day);
-    engine::cycles::cycle_of(january, tariff.billing_day)
-        .0
-        .max(tariff.effective_from)
+    let (cycle_start, _) = engine::cycles::cycle_of(day, tariff.billing_day);
+    let january =
+        NaiveDate::from_ymd_opt(cycle_start.year(), 1, tariff.billing_day).unwrap_or(cycle_start);
+    january.max(tariff.effective_from)
 }
 
 /// What a bill starting on `from` carries in: the cycles before it in the same year (from

@@ -1,21 +1,22 @@
 //! Bill runs: every meter with a tariff billed for one cycle into the SQL store (`bills`),
-//! idempotently. A meter's cycle is the one its tariff's `billing_day` starts in the run's
-//! month. Its carry-in is the previous period's stored bill, or the cycles before it in the
-//! same year billed from the trusted zone when there is none. A bill equal to the newest
-//! stored revision is left alone; a changed one (late data restated its intervals) is stored
-//! as the next revision, and the older ones are kept.
+//! idempotently. A meter's cycle is the one its tariff version's `billing_day` starts in the
+//! run's month (the version in force on that day, which must cover the whole cycle). Its
+//! carry-in is the previous cycle's stored bill under the same tariff, else the cycles before
+//! it in the same year billed from the trusted zone. A bill equal to the newest stored
+//! revision is left alone; a changed one (late data restated its intervals, a corrected
+//! version) is stored as the next revision, and the older ones are kept.
 
 use std::collections::BTreeMap;
 
-use chrono::{Datelike, Duration, Months, NaiveDate};
+use chrono::{Datelike, Duration, NaiveDate};
 use chrono_tz::Tz;
 use meterstack_core::store::SqlStore;
 use meterstack_core::store::bills::StoredBill;
 use meterstack_lake::query::Lake;
 use serde::Serialize;
 
-use crate::engine::{self, Bill, Carry, Grid};
-use crate::{BillingError, Tariff, carry_before, source, tariff_on, year_start};
+use crate::engine::{self, Bill, Carry, Grid, cycles};
+use crate::{BillingError, Tariff, carry_before, source, version_tariff, year_start};
 
 /// Meters read from the lake in one scan.
 const CHUNK: usize = 2_000;
@@ -42,19 +43,69 @@ pub fn period_name(month: NaiveDate) -> String {
     format!("{:04}-{:02}", month.year(), month.month())
 }
 
-/// The cycle of `tariff` that starts in `month`.
-fn cycle(tariff: &Tariff, month: NaiveDate) -> (NaiveDate, NaiveDate) {
-    let from = month.with_day(tariff.billing_day).unwrap_or(month);
-    (from, from + Months::new(1) - chrono::Days::new(1))
+/// The cycle that starts in `month` on `billing_day`.
+fn cycle_in(month: NaiveDate, billing_day: u32) -> (NaiveDate, NaiveDate) {
+    cycles::cycle_of(month.with_day(billing_day).unwrap_or(month), billing_day)
 }
 
-/// A tariff version and the meters billed under it.
+/// A tariff version's cycle in the run's month, with its grid.
 struct Group {
     tariff: Tariff,
     version: i64,
     from: NaiveDate,
     to: NaiveDate,
-    meters: Vec<String>,
+    grid: Grid,
+}
+
+/// The version of a tariff whose cycle in `month` it covers whole: of the stored versions,
+/// the one in force on the first day of its own cycle that month.
+async fn group(
+    store: &SqlStore,
+    tz: Tz,
+    step: Duration,
+    tariff_id: &str,
+    month: NaiveDate,
+) -> Result<Group, BillingError> {
+    let versions = store.tariff_versions(Some(tariff_id)).await?;
+    for stored in versions.iter().rev() {
+        let tariff = version_tariff(stored)?;
+        let (from, to) = cycle_in(month, tariff.billing_day);
+        let starts = tariff.effective_from <= from;
+        if starts && tariff.effective_to.is_none_or(|end| from <= end) {
+            if tariff.effective_to.is_some_and(|end| end < to) {
+                return Err(BillingError::Bill(engine::BillError::NotEffective {
+                    id: tariff.id.clone(),
+                    from: tariff.effective_from,
+                    to: tariff.effective_to,
+                    first: from,
+                    last: to,
+                }));
+            }
+            let grid = Grid::new(tz, from, to, step, tariff.billing_day)?;
+            return Ok(Group {
+                tariff,
+                version: stored.version,
+                from,
+                to,
+                grid,
+            });
+        }
+    }
+    Err(meterstack_core::store::StoreError::NotFound(format!(
+        "a version of tariff {tariff_id} in force on its cycle of {}",
+        period_name(month)
+    ))
+    .into())
+}
+
+/// The carry a meter's stored bill of the previous cycle hands to `group`'s cycle: only from
+/// a bill under the same tariff whose last day is the day before this cycle.
+fn stored_carry(previous: Option<&StoredBill>, group: &Group) -> Option<Carry> {
+    let b = previous?;
+    let adjacent = b.to.succ_opt() == Some(group.from) && b.tariff_id == group.tariff.id;
+    adjacent
+        .then(|| serde_json::from_str(&b.carry).ok())
+        .flatten()
 }
 
 /// Bills every meter with a tariff for the cycle starting in `month` (its first day).
@@ -67,93 +118,90 @@ pub async fn run(
 ) -> Result<RunReport, BillingError> {
     let month = month.with_day(1).unwrap_or(month);
     let period = period_name(month);
-    let previous_period = period_name(month - Months::new(1));
+    let previous_period = period_name(month - chrono::Months::new(1));
     let mut report = RunReport {
         period: period.clone(),
         ..RunReport::default()
     };
-    let meters = store.meter_tariffs().await?;
+    let mut meters = store.meter_tariffs().await?;
     report.meters = meters.len();
-    let mut by_tariff: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (meter, tariff) in meters {
-        by_tariff.entry(tariff).or_default().push(meter);
-    }
-    let mut groups = Vec::new();
-    for (tariff_id, meters) in by_tariff {
-        // The version in force when the cycle starts (its billing day is the version's).
-        let found = match tariff_on(store, &tariff_id, month).await {
-            Ok((t, _)) => tariff_on(store, &tariff_id, cycle(&t, month).0).await,
-            Err(e) => Err(e),
-        };
-        match found {
-            Ok((tariff, version)) => {
-                let (from, to) = cycle(&tariff, month);
-                groups.push(Group {
-                    tariff,
-                    version,
-                    from,
-                    to,
-                    meters,
-                });
-            }
-            Err(e) => report
-                .failed
-                .extend(meters.into_iter().map(|m| (m, e.to_string()))),
+    let mut groups: BTreeMap<String, Result<Group, String>> = BTreeMap::new();
+    for (_, tariff_id) in &meters {
+        if !groups.contains_key(tariff_id) {
+            let g = group(store, tz, step, tariff_id, month).await;
+            groups.insert(tariff_id.clone(), g.map_err(|e| e.to_string()));
         }
     }
+    // Byte order, as the lake compares ids (a store's collation may sort otherwise).
+    meters.sort();
     let stored = store.latest_bills(&period).await?;
     let previous = store.latest_bills(&previous_period).await?;
-    for group in groups {
-        let grid = Grid::new(tz, group.from, group.to, step, group.tariff.billing_day)?;
-        for chunk in group.meters.chunks(CHUNK) {
-            // A meter without last period's bill needs its year so far for its carry-in.
-            let needs_year = chunk.iter().any(|m| !previous.contains_key(m));
-            let read_from = if needs_year {
-                year_start(&group.tariff, group.from).min(group.from)
-            } else {
-                group.from
+    for chunk in meters.chunks(CHUNK) {
+        let billable: Vec<(&String, &Group)> = chunk
+            .iter()
+            .filter_map(|(meter, tariff_id)| match &groups[tariff_id] {
+                Ok(g) => Some((meter, g)),
+                Err(why) => {
+                    report.failed.push((meter.clone(), why.clone()));
+                    None
+                }
+            })
+            .collect();
+        let (Some(first), Some(last)) = (billable.first(), billable.last()) else {
+            continue;
+        };
+        // From the earliest day any of them needs: the cycle, or the year so far for a
+        // meter without a stored carry.
+        let read_from = billable
+            .iter()
+            .map(|(m, g)| match stored_carry(previous.get(*m), g) {
+                Some(_) => g.from,
+                None => year_start(&g.tariff, g.from).min(g.from),
+            })
+            .min()
+            .unwrap_or(first.1.from);
+        let read_to = billable
+            .iter()
+            .map(|(_, g)| g.to)
+            .max()
+            .unwrap_or(first.1.to);
+        let mut intervals =
+            source::of_meters(lake, (first.0, last.0), tz, read_from, read_to).await?;
+        let mut new = Vec::new();
+        for (meter, g) in billable {
+            let own = intervals.remove(meter.as_str()).unwrap_or_default();
+            let carry = match stored_carry(previous.get(meter), g) {
+                Some(c) => Ok(c),
+                None => carry_before(&g.tariff, tz, step, &own, g.from).map_err(|e| e.to_string()),
             };
-            let (first, last) = (chunk[0].as_str(), chunk[chunk.len() - 1].as_str());
-            let mut intervals =
-                source::of_meters(lake, (first, last), tz, read_from, group.to).await?;
-            let mut new = Vec::new();
-            for meter in chunk {
-                let own = intervals.remove(meter).unwrap_or_default();
-                let carry = match previous.get(meter) {
-                    Some(b) => serde_json::from_str::<Carry>(&b.carry).map_err(|e| e.to_string()),
-                    None => carry_before(&group.tariff, tz, step, &own, group.from)
-                        .map_err(|e| e.to_string()),
-                };
-                let bill = carry.and_then(|c| {
-                    engine::bill_on(&grid, &group.tariff, &own, c).map_err(|e| e.to_string())
-                });
-                match bill {
-                    Ok(bill) => {
-                        let row = stored_bill(meter, &period, group.version, &bill);
-                        match stored.get(meter) {
-                            Some(old) if same(old, &row) => report.unchanged += 1,
-                            Some(old) => {
-                                report.revised += 1;
-                                new.push(StoredBill {
-                                    revision: old.revision + 1,
-                                    ..row
-                                });
-                            }
-                            None => {
-                                report.new += 1;
-                                new.push(row);
-                            }
+            let bill = carry.and_then(|c| {
+                engine::bill_on(&g.grid, &g.tariff, &own, c).map_err(|e| e.to_string())
+            });
+            match bill {
+                Ok(bill) => {
+                    let row = stored_bill(meter, &period, g.version, &bill);
+                    match stored.get(meter) {
+                        Some(old) if same(old, &row) => report.unchanged += 1,
+                        Some(old) => {
+                            report.revised += 1;
+                            new.push(StoredBill {
+                                revision: old.revision + 1,
+                                ..row
+                            });
+                        }
+                        None => {
+                            report.new += 1;
+                            new.push(row);
                         }
                     }
-                    Err(why) => report.failed.push((meter.clone(), why)),
                 }
+                Err(why) => report.failed.push((meter.clone(), why)),
             }
-            store.add_bills(&new).await?;
         }
+        store.add_bills(&new).await?;
     }
     Ok(report)
 }
-
 fn stored_bill(meter: &str, period: &str, version: i64, bill: &Bill) -> StoredBill {
     StoredBill {
         meter_id: meter.to_owned(),
@@ -206,6 +254,58 @@ mod tests {
             period_name(NaiveDate::from_ymd_opt(2026, 11, 1).unwrap()),
             "2026-11"
         );
+    }
+
+    #[test]
+    fn a_stored_carry_counts_only_from_the_day_before_under_the_same_tariff() {
+        let doc = serde_json::json!({"id": "t", "effective_from": "2026-01-01",
+            "urdb": {"energyratestructure": [[{"rate": 0.1}]]}});
+        let tariff = serde_json::from_value::<crate::Document>(doc)
+            .unwrap()
+            .tariff()
+            .unwrap();
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        let group = Group {
+            grid: Grid::new(
+                chrono_tz::UTC,
+                d("2026-12-01"),
+                d("2026-12-31"),
+                Duration::minutes(15),
+                1,
+            )
+            .unwrap(),
+            tariff,
+            version: 1,
+            from: d("2026-12-01"),
+            to: d("2026-12-31"),
+        };
+        let carry = Carry {
+            credit: 4.5,
+            ..Carry::default()
+        };
+        let bill = Bill {
+            tariff_id: "t".into(),
+            from: d("2026-11-01"),
+            to: d("2026-11-30"),
+            currency: "USD".into(),
+            total: 1.0,
+            lines: Vec::new(),
+            estimated_share: 0.0,
+            carry: carry.clone(),
+        };
+        let stored = stored_bill("m", "2026-11", 1, &bill);
+        assert_eq!(stored_carry(Some(&stored), &group), Some(carry));
+        let other_tariff = StoredBill {
+            tariff_id: "u".into(),
+            ..stored.clone()
+        };
+        assert_eq!(stored_carry(Some(&other_tariff), &group), None);
+        let gap = StoredBill {
+            to: d("2026-11-29"),
+            ..stored
+        };
+        assert_eq!(stored_carry(Some(&gap), &group), None);
+        assert_eq!(stored_carry(None, &group), None);
     }
 
     #[test]

@@ -267,7 +267,7 @@ fn a_meter_is_billed_from_the_trusted_zone_under_its_tariff() {
         "{again}"
     );
     let stored = ms.rows(&format!(
-        "SELECT total, revision, \"from\", \"to\", lines FROM bills WHERE meter_id = '{meter}' AND period = '{period}' AND latest"
+        "SELECT total, revision, from_date, to_date, lines FROM bills WHERE meter_id = '{meter}' AND period = '{period}' AND latest"
     ));
     let (status, direct) = ms.admin(
         "GET",

@@ -36,10 +36,11 @@ impl Segment {
         self.cycle_start.month0() as usize
     }
 
-    /// Whether this is the year's last cycle (it starts in December): net metering's true-up
-    /// and the annual minimum charge are settled with it.
-    pub fn ends_year(&self) -> bool {
-        self.cycle_start.month() == 12
+    /// Whether this segment closes the year: it reaches the end of the year's last cycle (the
+    /// one that starts in December), with which net metering's true-up, net billing's
+    /// remaining credit and the annual minimum charge are settled.
+    pub fn settles_year(&self) -> bool {
+        self.cycle_start.month() == 12 && self.to == self.cycle_end
     }
 }
 
@@ -111,7 +112,8 @@ mod tests {
         let month = segments(d("2026-02-01"), d("2026-02-28"), 1);
         assert_eq!(month.len(), 1);
         assert_eq!(month[0].share(), 1.0);
-        assert!(segments(d("2026-12-01"), d("2026-12-31"), 1)[0].ends_year());
+        assert!(segments(d("2026-12-01"), d("2026-12-31"), 1)[0].settles_year());
+        assert!(!segments(d("2026-12-01"), d("2026-12-30"), 1)[0].settles_year());
     }
 
     proptest::proptest! {

@@ -26,11 +26,12 @@ fn tiered(kind: LineKind, what: String, kw: f64, tiers: &[DemandTier], out: &mut
     }
 }
 
-/// TOU and flat demand charges.
+/// TOU and flat demand charges; `peak_kw` is the segment's highest import.
 pub(crate) fn charges(
     tariff: &Tariff,
     segment: &Segment,
     slots: &[Slot],
+    peak_kw: f64,
     out: &mut Vec<(Line, f64)>,
 ) {
     if let Some(schedules) = &tariff.demand_schedules {
@@ -49,12 +50,11 @@ pub(crate) fn charges(
         }
     }
     if let Some(months) = &tariff.flat_demand_months {
-        let peak = slots.iter().map(|s| s.import_kw).fold(0.0, f64::max);
         let tiers = &tariff.flat_demand[months[segment.month0()] as usize];
         tiered(
             LineKind::FlatDemand,
             "Maximum demand".into(),
-            peak,
+            peak_kw,
             tiers,
             out,
         );

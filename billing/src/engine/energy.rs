@@ -46,6 +46,21 @@ fn describe(what: &str, tariff: &Tariff, period: usize, tier: usize) -> String {
     }
 }
 
+/// Pushes the line of `kwh` bought in tier `k` of period `p` (none for no energy); returns its
+/// amount.
+fn bought_line(tariff: &Tariff, p: usize, k: usize, kwh: f64, out: &mut Vec<(Line, f64)>) -> f64 {
+    if kwh <= 0.0 {
+        return 0.0;
+    }
+    let rate = tariff.energy[p][k].rate;
+    let description = describe("Energy", tariff, p, k);
+    out.push((
+        line(LineKind::Energy, description, kwh, "kWh", rate),
+        kwh * rate,
+    ));
+    kwh * rate
+}
+
 /// The period each TOU-period credit moves to in the next cycle: the period in force at the
 /// same times of a weekday (00, 05, 11, 17 h) — SAM's rule; a credit whose period is not in
 /// force at any of those hours lapses.
@@ -78,9 +93,21 @@ pub(crate) fn net_metering(
     let mut net = vec![0.0; periods];
     if !new_year && let Some(previous) = carry.cycle {
         use chrono::Datelike;
-        for (q, &kwh) in carry.surplus_kwh.iter().enumerate() {
+        let same_cycle = previous == segment.cycle_start;
+        for (q, &kwh) in carry
+            .surplus_kwh
+            .iter()
+            .enumerate()
+            .filter(|(q, _)| *q < periods)
+        {
+            // Within one cycle (a bill that starts mid-cycle) a credit stays in its period.
+            let to = if same_cycle {
+                Some(q)
+            } else {
+                carried_to(tariff, previous.month0() as usize, segment.month0(), q)
+            };
             if kwh > 0.0
-                && let Some(p) = carried_to(tariff, previous.month0() as usize, segment.month0(), q)
+                && let Some(p) = to
             {
                 net[p] += kwh;
             }
@@ -101,22 +128,10 @@ pub(crate) fn net_metering(
                 continue;
             }
             let mut below = 0.0;
-            for (k, (tier, ub)) in tiers.iter().zip(limits(tiers, scale)).enumerate() {
+            for (k, ub) in limits(tiers, scale).into_iter().enumerate() {
                 let slice = (total.min(ub) - below).max(0.0);
                 below = ub;
-                let kwh = bought[p] / total * slice;
-                if kwh > 0.0 {
-                    out.push((
-                        line(
-                            LineKind::Energy,
-                            describe("Energy", tariff, p, k),
-                            kwh,
-                            "kWh",
-                            tier.rate,
-                        ),
-                        kwh * tier.rate,
-                    ));
-                }
+                bought_line(tariff, p, k, bought[p] / total * slice, out);
             }
         }
     }
@@ -173,20 +188,7 @@ pub(crate) fn net_billing(
     let carries = tariff.metering == crate::tariff::Metering::NetBillingHourly;
     for (p, tiers) in tariff.energy.iter().enumerate() {
         for (k, tier) in tiers.iter().enumerate() {
-            let kwh = bought[p][k];
-            if kwh > 0.0 {
-                gross += kwh * tier.rate;
-                out.push((
-                    line(
-                        LineKind::Energy,
-                        describe("Energy", tariff, p, k),
-                        kwh,
-                        "kWh",
-                        tier.rate,
-                    ),
-                    kwh * tier.rate,
-                ));
-            }
+            gross += bought_line(tariff, p, k, bought[p][k], out);
             let kwh = sold[p][k];
             if kwh > 0.0 && tier.sell > 0.0 {
                 earned += kwh * tier.sell;

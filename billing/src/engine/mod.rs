@@ -407,7 +407,7 @@ fn cycle(
         }
         _ => energy::net_billing(tariff, slots, &carry, new_year, &scale, out),
     };
-    demand::charges(tariff, segment, slots, out);
+    demand::charges(tariff, segment, slots, peak_kw, out);
     let days = segment.days() as f64;
     let share = segment.share();
     for f in &tariff.fixed {
@@ -444,7 +444,7 @@ fn cycle(
     } else {
         carry.year_charges + base
     };
-    if segment.ends_year() && segment.to == segment.cycle_end {
+    if segment.settles_year() {
         for m in tariff.minimum.iter().filter(|m| m.per == Per::Year) {
             top_up += (m.amount - next.year_charges).max(0.0);
         }
@@ -461,7 +461,7 @@ fn cycle(
             top_up,
         ));
     }
-    if segment.ends_year() && segment.to == segment.cycle_end {
+    if segment.settles_year() {
         let (quantity, unit, rate) = match credits {
             energy::YearEnd::Kwh(kwh) => (kwh, "kWh", tariff.yearend_sell_rate),
             energy::YearEnd::Money(money) => (money, tariff.currency.as_str(), 1.0),

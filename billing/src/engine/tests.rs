@@ -349,3 +349,45 @@ proptest! {
         prop_assert!((jan.total + feb.total - whole.total).abs() <= 0.011);
     }
 }
+
+#[test]
+fn a_credit_stays_in_its_period_within_one_cycle() {
+    // Period 2 is in force on weekends only: SAM's next-cycle rule (weekday hours) would let
+    // its credit lapse, but within one cycle it stays.
+    let urdb = json!({
+        "energyratestructure": [[{"rate": 0.1}], [{"rate": 0.2}]],
+        "energyweekdayschedule": vec![vec![0u8; 24]; 12],
+        "energyweekendschedule": vec![vec![1u8; 24]; 12],
+    });
+    let t = tariff(urdb, json!({}));
+    let tz = chrono_tz::UTC;
+    // Saturday 2021-11-06 exports 50 kWh; Saturday 2021-11-13 imports 30 kWh.
+    let iv = series(tz, "2021-11-01", "2021-11-30", |i| match i {
+        i if i == 5 * 96 => (0.0, 50_000.0),
+        i if i == 12 * 96 => (30_000.0, 0.0),
+        _ => (0.0, 0.0),
+    });
+    let first = run(&t, tz, "2021-11-01", "2021-11-10", &iv);
+    assert_eq!(first.carry.surplus_kwh, vec![0.0, 50.0]);
+    let rest = bill(
+        &t,
+        tz,
+        d("2021-11-11"),
+        d("2021-11-30"),
+        &iv,
+        Duration::minutes(15),
+        first.carry,
+    )
+    .unwrap();
+    assert_eq!(rest.total, 0.0, "{:?}", rest.lines);
+    assert_eq!(rest.carry.surplus_kwh, vec![0.0, 20.0]);
+}
+
+#[test]
+fn a_billing_year_starts_with_the_january_cycle() {
+    let t = tariff(flat(0.1), json!({"billing_day": 15}));
+    // 2026-01-10 belongs to the cycle of 2025-12-15: the year began on 2025-01-15.
+    assert_eq!(crate::year_start(&t, d("2026-01-10")), d("2025-01-15"));
+    assert_eq!(crate::year_start(&t, d("2026-01-15")), d("2026-01-15"));
+    assert_eq!(crate::year_start(&t, d("2026-07-01")), d("2026-01-15"));
+}

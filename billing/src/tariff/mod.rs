@@ -8,7 +8,7 @@
 
 pub mod urdb;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -65,6 +65,36 @@ pub struct Document {
     pub yearend_sell_rate: f64,
     /// The URDB record.
     pub urdb: Value,
+}
+
+/// A TOML document as JSON: dates and times as their text, non-finite numbers refused.
+fn from_toml(value: toml::Value, at: &str) -> Result<Value, TariffError> {
+    Ok(match value {
+        toml::Value::String(s) => Value::String(s),
+        toml::Value::Integer(i) => Value::from(i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .ok_or_else(|| {
+                TariffError::new(at.trim_start_matches('.'), "must be a finite number")
+            })?,
+        toml::Value::Boolean(b) => Value::Bool(b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| from_toml(v, &format!("{at}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        toml::Value::Table(t) => Value::Object(
+            t.into_iter()
+                .map(|(k, v)| {
+                    let path = format!("{at}.{k}");
+                    from_toml(v, &path).map(|v| (k, v))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    })
 }
 
 fn usd() -> String {
@@ -234,18 +264,13 @@ impl Document {
         id: Option<&str>,
         effective_from: Option<NaiveDate>,
     ) -> Result<Self, TariffError> {
-        let value: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(json) => match toml::from_str::<toml::Value>(text) {
-                Ok(t) => serde_json::to_value(t)
-                    .map_err(|e| TariffError::new("(document)", e.to_string()))?,
-                Err(_) => {
-                    return Err(TariffError::new(
-                        "(document)",
-                        format!("neither JSON nor TOML: {json}"),
-                    ));
-                }
-            },
+        let value: Value = if text.trim_start().starts_with('{') {
+            serde_json::from_str(text)
+                .map_err(|e| TariffError::new("(document)", format!("not JSON: {e}")))?
+        } else {
+            let t: toml::Value = toml::from_str(text)
+                .map_err(|e| TariffError::new("(document)", format!("not TOML: {e}")))?;
+            from_toml(t, "")?
         };
         let mut value = match value {
             Value::Object(mut o) if o.contains_key("items") && !o.contains_key("urdb") => {
@@ -267,17 +292,27 @@ impl Document {
         if !map.contains_key("urdb") {
             let record = std::mem::take(map);
             let text = |k: &str| record.get(k).and_then(Value::as_str).map(str::to_owned);
-            let start = record
-                .get("startdate")
-                .and_then(Value::as_i64)
-                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
-                .map(|t| t.date_naive());
+            // URDB dates are Unix times of a local midnight somewhere in the US: the date
+            // is the UTC date half a day later.
+            let day = |k: &str| {
+                record
+                    .get(k)
+                    .and_then(Value::as_i64)
+                    .and_then(|s| chrono::DateTime::from_timestamp(s + 12 * 3600, 0))
+                    .map(|t| t.date_naive())
+            };
+            // The record's end date holds only with its own start date.
+            let (from, to) = match effective_from {
+                Some(d) => (Some(d), None),
+                None => (day("startdate"), day("enddate")),
+            };
             let id = id.map(str::to_owned).or_else(|| text("label"));
             let doc = serde_json::json!({
                 "id": id.ok_or_else(|| TariffError::new("id", "missing: give --id (the record has no label)"))?,
                 "name": text("name").unwrap_or_default(),
-                "effective_from": effective_from.or(start)
+                "effective_from": from
                     .ok_or_else(|| TariffError::new("effective_from", "missing: give it (the record has no startdate)"))?,
+                "effective_to": to,
                 "urdb": Value::Object(record),
             });
             value = doc;
@@ -312,6 +347,13 @@ impl Document {
             return Err(TariffError::new(
                 "currency",
                 "must be an ISO 4217 code such as USD",
+            ));
+        }
+        let sane = |d: NaiveDate| (1900..=9999).contains(&d.year());
+        if !sane(self.effective_from) || self.effective_to.is_some_and(|d| !sane(d)) {
+            return Err(TariffError::new(
+                "effective_from",
+                "dates must lie in the years 1900 … 9999",
             ));
         }
         if let Some(to) = self.effective_to
@@ -440,7 +482,7 @@ mod tests {
         let text = r#"
 id = "R-1"
 currency = "EUR"
-effective_from = "2026-01-01"
+effective_from = 2026-01-01
 billing_day = 15
 taxes = [{ name = "VAT", percent = 19.0 }]
 [urdb]
@@ -452,6 +494,12 @@ energyratestructure = [[{ rate = 0.3 }]]
             ("R-1", "EUR", 15)
         );
         assert_eq!(t.taxes[0].percent, 19.0);
+        assert_eq!(
+            t.effective_from,
+            NaiveDate::from_ymd_opt(2026, 1, 1).unwrap()
+        );
+        let e = Document::parse("id = \"x\"\neffective_from = 2026-01-01\n[urdb]\nenergyratestructure = [[{ rate = nan }]]", None, None).unwrap_err();
+        assert_eq!(e.field, "urdb.energyratestructure[0][0].rate", "{e}");
     }
 
     fn refused(urdb: serde_json::Value) -> TariffError {

@@ -77,8 +77,8 @@ fn structure<'a>(
     let periods = v
         .as_array()
         .ok_or_else(|| err(key, "must be an array of periods"))?;
-    if periods.is_empty() {
-        return Err(err(key, "has no periods"));
+    if periods.is_empty() || periods.len() > 256 {
+        return Err(err(key, "must have 1 … 256 periods"));
     }
     let mut out = Vec::with_capacity(periods.len());
     for (p, period) in periods.iter().enumerate() {
@@ -333,6 +333,13 @@ impl Rates {
             };
             if matters {
                 return Err(err(*key, format!("{what} are not supported")));
+            }
+        }
+        for key in ["demandrateunit", "flatdemandunit", "demandunits"] {
+            if let Some(u) = record.get(key)
+                && !u.as_str().is_some_and(|u| u.eq_ignore_ascii_case("kw"))
+            {
+                return Err(err(key, format!("demand in {u} is not supported (kW)")));
             }
         }
         if let Some(w) = record.get("demandwindow")

@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::Row;
 
 use super::forecasts::{instant, placeholders};
+use super::tariffs::date;
 use super::{Result, SqlStore, StoreError, now_micros};
 
 /// A stored bill. What `lines` and `carry` hold is the billing crate's (JSON).
@@ -42,11 +43,6 @@ pub struct StoredBill {
 
 const COLUMNS: &str = "meter_id, period, revision, tariff_id, tariff_version, bill_from, bill_to, \
                        currency, total, estimated_share, lines, carry, created_at";
-
-fn date(text: &str) -> Result<NaiveDate> {
-    text.parse()
-        .map_err(|_| StoreError::Invalid(format!("stored bill date {text:?} is not a date")))
-}
 
 fn row(r: &sqlx::any::AnyRow) -> Result<StoredBill> {
     Ok(StoredBill {

@@ -49,9 +49,10 @@ pub struct NewTariffVersion {
 const COLUMNS: &str =
     "tariff_id, version, effective_from, effective_to, name, currency, document, imported_at";
 
-fn date(text: &str) -> Result<NaiveDate> {
+/// A stored ISO date.
+pub(super) fn date(text: &str) -> Result<NaiveDate> {
     text.parse()
-        .map_err(|_| StoreError::Invalid(format!("stored tariff date {text:?} is not a date")))
+        .map_err(|_| StoreError::Invalid(format!("stored date {text:?} is not a date")))
 }
 
 fn row(r: &sqlx::any::AnyRow) -> Result<TariffVersion> {
@@ -102,7 +103,10 @@ impl SqlStore {
             if !overlaps {
                 continue;
             }
+            // Closing the latest open version is a handover only if the new one is open too
+            // (else the days after the new version's end would fall under none).
             let latest_open = v.effective_to.is_none()
+                && new.effective_to.is_none()
                 && v.effective_from < new.effective_from
                 && versions
                     .iter()

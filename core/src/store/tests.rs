@@ -63,6 +63,69 @@ macro_rules! suite {
             }
 
             #[tokio::test]
+            async fn tariff_versions_hand_over_never_overlap_and_bills_keep_their_revisions() {
+                use super::super::bills::StoredBill;
+                use super::super::tariffs::NewTariffVersion;
+                let (_dir, store) = open().await;
+                let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+                let version = |from: &str, to: Option<&str>, doc: &str| NewTariffVersion {
+                    tariff_id: "T".into(),
+                    effective_from: d(from),
+                    effective_to: to.map(d),
+                    name: "tou".into(),
+                    currency: "USD".into(),
+                    document: doc.into(),
+                };
+                let v1 = store.add_tariff_version(&version("2025-01-01", None, "{\"a\":1}")).await.unwrap();
+                assert_eq!(v1.version, 1);
+                // The same import again: nothing new.
+                assert_eq!(store.add_tariff_version(&version("2025-01-01", None, "{\"a\":1}")).await.unwrap().version, 1);
+                // A later open version closes the first the day before.
+                assert_eq!(store.add_tariff_version(&version("2026-03-01", None, "{\"a\":2}")).await.unwrap().version, 2);
+                let all = store.tariff_versions(Some("T")).await.unwrap();
+                assert_eq!(all[0].effective_to, Some(d("2026-02-28")));
+                assert_eq!(store.tariff_on("T", d("2026-02-28")).await.unwrap().version, 1);
+                assert_eq!(store.tariff_on("T", d("2026-03-01")).await.unwrap().version, 2);
+                // Overlaps are refused by name; so is a bounded version inside the open one.
+                for (from, to) in [("2025-06-01", None), ("2026-05-01", Some("2026-06-30")), ("2024-06-01", Some("2025-01-01"))] {
+                    let e = store.add_tariff_version(&version(from, to, "{\"a\":3}")).await.unwrap_err();
+                    assert!(matches!(&e, StoreError::Invalid(m) if m.contains("overlaps version")), "{e}");
+                }
+                assert!(matches!(store.tariff_on("T", d("2024-12-31")).await, Err(StoreError::NotFound(_))));
+                assert_eq!(store.tariff_versions(None).await.unwrap().len(), 2);
+
+                let bill = |meter: &str, revision: i64, total: f64| StoredBill {
+                    meter_id: meter.into(),
+                    period: "2026-03".into(),
+                    revision,
+                    tariff_id: "T".into(),
+                    tariff_version: 2,
+                    from: d("2026-03-01"),
+                    to: d("2026-03-31"),
+                    currency: "USD".into(),
+                    total,
+                    estimated_share: 0.25,
+                    lines: "[]".into(),
+                    carry: "{}".into(),
+                    created_at: Utc::now(),
+                };
+                // More bills than one INSERT statement holds.
+                let first: Vec<StoredBill> = (0..100).map(|m| bill(&format!("m{m:03}"), 1, 10.5 + m as f64)).collect();
+                assert_eq!(store.add_bills(&first).await.unwrap(), 100);
+                store.add_bills(&[bill("m007", 2, 99.25)]).await.unwrap();
+                // A revision that another run already stored: a conflict, nothing written.
+                let e = store.add_bills(&[bill("m008", 2, 1.0), bill("m007", 2, 1.0)]).await.unwrap_err();
+                assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+                let latest = store.latest_bills("2026-03").await.unwrap();
+                assert_eq!(latest.len(), 100);
+                assert_eq!((latest["m007"].revision, latest["m007"].total), (2, 99.25));
+                assert_eq!(latest["m008"].revision, 1);
+                assert_eq!(latest["m001"].estimated_share, 0.25);
+                assert_eq!(store.bills(Some("m007")).await.unwrap().len(), 2);
+                assert!(store.latest_bills("2026-02").await.unwrap().is_empty());
+            }
+
+            #[tokio::test]
             async fn forecasts_upsert_idempotently_and_newer_hours_replace_older() {
                 use super::super::forecasts::{ForecastHour, NewForecast, Subject};
                 let (_dir, store) = open().await;
