@@ -89,14 +89,22 @@ pub async fn of_meters(
             .column(4)
             .as_string_opt::<i32>()
             .ok_or(SourceError::Schema("meter_id"))?;
+        // Rows come sorted by meter within a date's file: a run of one meter's rows is
+        // gathered before it is looked up.
+        let mut run: Option<(&str, Vec<Interval>)> = None;
         for i in 0..batch.num_rows() {
             if ts.is_null(i) || energy.is_null(i) || ids.is_null(i) {
                 continue;
             }
             let id = ids.value(i);
-            let list = match out.get_mut(id) {
-                Some(list) => list,
-                None => out.entry(id.to_owned()).or_default(),
+            if run.as_ref().is_none_or(|(current, _)| *current != id) {
+                if let Some((current, rows)) = run.take() {
+                    out.entry(current.to_owned()).or_default().extend(rows);
+                }
+                run = Some((id, Vec::with_capacity(96)));
+            }
+            let Some((_, list)) = run.as_mut() else {
+                continue;
             };
             list.push(Interval {
                 start: DateTime::from_timestamp_micros(ts.value(i)).unwrap_or_default(),
@@ -108,6 +116,9 @@ pub async fn of_meters(
                 },
                 estimated: !quality.is_null(i) && quality.value(i) == "estimated",
             });
+        }
+        if let Some((current, rows)) = run {
+            out.entry(current.to_owned()).or_default().extend(rows);
         }
     }
     for list in out.values_mut() {

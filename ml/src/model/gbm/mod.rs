@@ -16,6 +16,8 @@
 //!
 //! Prediction runs on the boosters' trees copied into flat arrays (`Flat`), rows in parallel.
 
+mod flat;
+
 use std::ops::Range;
 
 use perpetual::objective::Objective;
@@ -28,6 +30,7 @@ use crate::calendar::{Calendar, LocalHour};
 use crate::features::{self, Origin, WIDTH};
 use crate::profiles::Profiles;
 use crate::series::{Hour, Series};
+use flat::Flat;
 
 /// `[ml.gbm]`: how the model learns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -204,115 +207,6 @@ fn rows(
         out.append(part);
     }
     out
-}
-
-/// A booster's trees in flat arrays, for prediction: perpetual keeps a tree's nodes in a
-/// hash map and hashes at every node a row passes (a third of inference time). It predicts
-/// what `PerpetualBooster::predict` does, summed in the same order (a test holds them equal).
-#[derive(Debug, Clone, Default)]
-struct Flat {
-    base: f64,
-    /// Each tree's root in `nodes`.
-    roots: Vec<usize>,
-    nodes: Vec<FlatNode>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct FlatNode {
-    /// The feature split on; `LEAF` for a leaf.
-    feature: usize,
-    /// The split value (left when below), or the leaf's weight.
-    value: f64,
-    left: usize,
-    right: usize,
-    /// Where a missing (`NaN`) value goes.
-    missing: usize,
-}
-
-const LEAF: usize = usize::MAX;
-
-impl Flat {
-    /// `booster`'s trees; a booster this model cannot have made (categorical splits, a
-    /// linear head, a missing value other than `NaN`, nodes out of order) is refused.
-    fn of(booster: &PerpetualBooster) -> Result<Self, ModelError> {
-        let refuse = |why: &str| Err(ModelError::Artifact(format!("a booster {why}")));
-        if booster.regression_head.is_some() || !booster.cfg.missing.is_nan() {
-            return refuse("with a linear head or a missing value other than NaN");
-        }
-        let mut out = Self {
-            base: booster.base_score,
-            ..Self::default()
-        };
-        for tree in booster.get_prediction_trees() {
-            let offset = out.nodes.len();
-            // perpetual numbers a tree's nodes from 0 with gaps where it pruned; a number far
-            // beyond the count is damage (and would size the arrays by it).
-            let n = tree.nodes.keys().max().map_or(0, |m| m.saturating_add(1));
-            if !tree.nodes.contains_key(&0) || n > 4 * tree.nodes.len() + 16 {
-                return refuse("with a tree without a root or with nodes numbered out of range");
-            }
-            let unreachable = FlatNode {
-                feature: LEAF,
-                value: f64::NAN,
-                left: 0,
-                right: 0,
-                missing: 0,
-            };
-            out.roots.push(offset);
-            out.nodes.resize(offset + n, unreachable);
-            for (&i, node) in &tree.nodes {
-                out.nodes[offset + i] = if node.is_leaf {
-                    FlatNode {
-                        value: f64::from(node.weight_value),
-                        ..unreachable
-                    }
-                } else {
-                    // Children after their parent (as perpetual numbers them): no loops.
-                    let children = [node.left_child, node.right_child, node.missing_node];
-                    if node.left_cats.is_some()
-                        || node.split_feature >= WIDTH
-                        || children
-                            .iter()
-                            .any(|c| *c <= i || !tree.nodes.contains_key(c))
-                    {
-                        return refuse("with a node this model cannot have");
-                    }
-                    FlatNode {
-                        feature: node.split_feature,
-                        value: node.split_value,
-                        left: offset + node.left_child,
-                        right: offset + node.right_child,
-                        missing: offset + node.missing_node,
-                    }
-                };
-            }
-        }
-        Ok(out)
-    }
-
-    /// Tree `t`'s value for `row`.
-    fn tree(&self, t: usize, row: &[f64; WIDTH]) -> f64 {
-        let mut i = self.roots[t];
-        loop {
-            let node = &self.nodes[i];
-            if node.feature == LEAF {
-                return node.value;
-            }
-            let v = row[node.feature];
-            i = if v.is_nan() {
-                node.missing
-            } else if v < node.value {
-                node.left
-            } else {
-                node.right
-            };
-        }
-    }
-
-    /// The booster's prediction for `row`.
-    fn predict(&self, row: &[f64; WIDTH]) -> f64 {
-        (0..self.roots.len()).fold(self.base, |p, t| p + self.tree(t, row))
-    }
 }
 
 /// Keeps the first trees of `booster` — as many as make its pinball loss at quantile `q` on
@@ -713,64 +607,4 @@ impl Forecaster for Gbm {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flat_trees_predict_what_the_booster_does_and_refuse_a_loop() {
-        // A noisy problem with missing values.
-        let n = 3000;
-        let mut rows = Rows::default();
-        for i in 0..n {
-            let mut r = [0.0; WIDTH];
-            for (c, v) in r.iter_mut().enumerate() {
-                *v = if (i + c) % 17 == 0 {
-                    f64::NAN
-                } else {
-                    draw(7, i as u64, c as i64)
-                };
-            }
-            let y = 3.0 * r[0] + if r[1].is_nan() { 1.0 } else { r[1] } + draw(9, i as u64, 0);
-            rows.x.push(r);
-            rows.y.push(y);
-            rows.weight.push(1.0);
-        }
-        let data = rows.columns();
-        let matrix = Matrix::new(&data, n, WIDTH);
-        let mut b = PerpetualBooster::default()
-            .set_objective(Objective::QuantileLoss {
-                quantile: Some(0.9),
-            })
-            .set_budget(0.5)
-            .set_iteration_limit(Some(10));
-        b.fit(&matrix, &rows.y, Some(&rows.weight), None)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let flat = Flat::of(&b).unwrap_or_else(|e| panic!("{e}"));
-        assert!(flat.nodes.len() > flat.roots.len(), "the trees split");
-        for (p, r) in b.predict(&matrix, false).iter().zip(&rows.x) {
-            assert_eq!(p.to_bits(), flat.predict(r).to_bits());
-        }
-        // A damaged artifact must not size the arrays by a node's number, point into a gap
-        // (a NaN forecast) or loop back to the root.
-        let mut far = b.clone();
-        let root = far.trees[0].nodes[&0].clone();
-        far.trees[0].nodes.insert(1 << 40, root);
-        assert!(matches!(Flat::of(&far), Err(ModelError::Artifact(_))));
-        let mut gap = b.clone();
-        let leaf = gap.trees[0]
-            .nodes
-            .iter()
-            .find(|(_, n)| n.is_leaf)
-            .map(|(k, _)| *k)
-            .unwrap_or_else(|| panic!("a leaf"));
-        gap.trees[0].nodes.remove(&leaf);
-        assert!(matches!(Flat::of(&gap), Err(ModelError::Artifact(_))));
-        let node = b.trees[0]
-            .nodes
-            .values_mut()
-            .find(|n| !n.is_leaf)
-            .unwrap_or_else(|| panic!("a split"));
-        node.left_child = 0;
-        assert!(matches!(Flat::of(&b), Err(ModelError::Artifact(_))));
-    }
-}
+mod tests;
