@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use clap::Subcommand;
 
 use crate::config::Config;
@@ -50,6 +50,10 @@ pub(crate) async fn billing(command: BillingCommand, config: &Config) -> anyhow:
     let BillingCommand::Run { period } = command;
     let month = NaiveDate::parse_from_str(&format!("{period}-01"), "%Y-%m-%d")
         .with_context(|| format!("--period {period:?} is not YYYY-MM"))?;
+    anyhow::ensure!(
+        (1900..=9999).contains(&month.year()),
+        "--period {period:?}: the year must lie in 1900 … 9999"
+    );
     let store = config.open_store().await?;
     // A run reads whole months of the trusted zone: no HTTP query deadline.
     let mut query = config.http.query.clone();

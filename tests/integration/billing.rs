@@ -9,23 +9,7 @@ use std::path::Path;
 use chrono::Datelike;
 use serde_json::{Value, json};
 
-use crate::harness::{Meterstack, bin};
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = bin()
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .current_dir(dir)
-        .output()
-        .expect("meterstack runs");
-    assert!(
-        out.status.success(),
-        "meterstack {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::harness::{Meterstack, ok_in as ok};
 
 fn urdb(file: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -11,6 +11,24 @@ pub(crate) fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_meterstack"))
 }
 
+/// Runs `meterstack ARGS --data-dir DIR/data` in `dir` and returns its stdout; fails the test
+/// with its stderr if it fails.
+pub(crate) fn ok_in(dir: &Path, args: &[&str]) -> String {
+    let out = bin()
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .current_dir(dir)
+        .output()
+        .expect("meterstack runs");
+    assert!(
+        out.status.success(),
+        "meterstack {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A running `meterstack up`.
 pub(crate) struct Meterstack {
     child: Child,

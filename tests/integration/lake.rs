@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Meterstack, bin};
+use crate::harness::{Meterstack, bin, ok_in};
 
 /// Backfills `meters` × `days` of history into `dir`'s lake and runs the ETL once.
 fn trusted_lake(dir: &Path, meters: &str, days: &str) {
@@ -25,18 +25,7 @@ fn trusted_lake(dir: &Path, meters: &str, days: &str) {
         ],
         vec!["etl", "--json"],
     ] {
-        let out = bin()
-            .args(&args)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .current_dir(dir)
-            .output()
-            .expect("meterstack runs");
-        assert!(
-            out.status.success(),
-            "meterstack {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ok_in(dir, &args);
     }
 }
 
